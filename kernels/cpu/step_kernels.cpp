@@ -46,12 +46,20 @@ void to_rgb_impl(const RgbParams& p) {
       const T* plane = x + (image * p.channels + c) * p.pixels + begin;
       for (int j = 0; j < 3; ++j) {
         const float m = p.matrix[c][j];
+        if (m == 0.0f) continue;  // the identity mix of a decoded RGB image skips 6 of 9 passes
         for (int64_t i = 0; i < len; ++i) acc[j][i] += m * to_float(plane[i]);
       }
     }
+    // Quantise per channel (vectorises), then interleave to HWC.
+    uint8_t q[3][kBlock];
+    for (int j = 0; j < 3; ++j)
+      for (int64_t i = 0; i < len; ++i) q[j][i] = unit_range_to_u8(acc[j][i], p.round_to_nearest);
     uint8_t* out = p.out + (image * p.pixels + begin) * 3;
-    for (int64_t i = 0; i < len; ++i)
-      for (int j = 0; j < 3; ++j) out[i * 3 + j] = unit_range_to_u8(acc[j][i], p.round_to_nearest);
+    for (int64_t i = 0; i < len; ++i) {
+      out[i * 3 + 0] = q[0][i];
+      out[i * 3 + 1] = q[1][i];
+      out[i * 3 + 2] = q[2][i];
+    }
   }
 }
 

@@ -1,0 +1,41 @@
+# sdrt developer entry points. Each target creates .venv when it is missing.
+#   make demo   set up, then run the main job (for now: `sdrt info`; image generation arrives with the toy model)
+#   make test   set up, then run the test suite (what CI runs)
+#   make bench  set up, then run the CPU benchmarks and record them in bench/results/
+
+PYTHON ?= python3
+VENV   ?= .venv
+# The CPU build of torch that these machines carry locally; set TORCH= to keep an installed torch.
+TORCH  ?= torch==2.13.0
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.sdrt-installed
+SOURCES := pyproject.toml CMakeLists.txt $(wildcard csrc/* kernels/*/*)
+
+.PHONY: setup demo test test-all bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall (incremental CMake build in build/) whenever the build inputs change.
+$(STAMP): $(PY) $(SOURCES)
+	@if [ -n "$(TORCH)" ]; then $(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"; fi
+	$(PIP) install -e ".[test]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/sdrt info
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m "slow or not slow"
+
+bench: setup
+	$(PY) bench/bench_step_kernels.py
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,35 @@
+import json
+import os
+import subprocess
+import sys
+
+from sdrt import _C
+from sdrt.cli import main
+
+
+def test_package_extension_and_export_import():
+    out = subprocess.run([sys.executable, "-c", "import sdrt, sdrt._C, sdrt.export; print(sdrt._C.__name__)"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "sdrt._C"
+
+
+def test_info_json_reports_build_backends_and_devices(capsys):
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["extension"]["cuda"] == _C.build_info()["cuda"]
+    assert set(info["backends"]) == {"torch", "onnxruntime", "tensorrt", "coremltools"}
+    assert info["backends"]["torch"]["available"] is True
+    assert info["devices"][0]["type"] == "cpu" and info["devices"][0]["cores"] >= 1
+
+
+def test_info_console_script_runs_offline():
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    exe = os.path.join(os.path.dirname(sys.executable), "sdrt")
+    out = subprocess.run([exe, "info"], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.startswith("sdrt ")
+    assert "CUDA kernels: " in out.stdout and "torch" in out.stdout
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "info" in capsys.readouterr().out
