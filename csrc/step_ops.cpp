@@ -170,7 +170,8 @@ void dpmpp_2m_step(py::handle out_obj, py::handle x_obj, py::handle den_obj, py:
   const TensorArg den = tensor_arg(den_obj, fn, "denoised");
   // Lu et al. 2022 (DPM-Solver++), multistep 2nd order in k-diffusion's sample_dpmpp_2m, t = -log(sigma).
   if (sigma_next == 0.0) {  // last step: x_next = denoised
-    weighted_sum(out, {&x, &den}, {0.0, 1.0}, 0.0, stream);
+    check_like(x, out);
+    weighted_sum(out, {&den}, {1.0}, 0.0, stream);
     return;
   }
   const double h = std::log(sigma) - std::log(sigma_next);

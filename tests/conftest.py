@@ -23,6 +23,8 @@ def pytest_collection_modifyitems(config, items):
     ok, why = _cuda_ready()
     if ok:
         return
+    if os.environ.get("SDRT_REQUIRE_CUDA"):  # set by bench/gpu_suite.sh: a skip there would hide a failure
+        raise pytest.UsageError(f"SDRT_REQUIRE_CUDA is set but CUDA tests cannot run: {why}")
     skip = pytest.mark.skip(reason=f"cuda test: {why}")
     for item in items:
         if "cuda" in item.keywords:

@@ -43,12 +43,15 @@ struct RgbParams {
 #define SDRT_HD
 #endif
 
-SDRT_HD inline uint8_t unit_range_to_u8(float v, bool round_to_nearest) {
+// Branch-free so it vectorises: round_offset is 0.5 to round (half up; p >= 0), 0 to truncate.
+SDRT_HD inline uint8_t unit_range_to_u8(float v, float round_offset) {
+  // Plain compares (not fminf/fmaxf, which are library calls without -ffast-math); NaN -> 0.
   float p = (v + 1.0f) * 0.5f;
-  p = p < 0.0f ? 0.0f : (p > 1.0f ? 1.0f : p);
-  p *= 255.0f;
-  if (round_to_nearest) p += 0.5f;  // p >= 0, so +0.5 then truncation rounds half up
-  return static_cast<uint8_t>(p > 255.0f ? 255.0f : p);
+  p = p > 0.0f ? p : 0.0f;
+  p = p < 1.0f ? p : 1.0f;
+  p = p * 255.0f + round_offset;
+  p = p < 255.0f ? p : 255.0f;
+  return static_cast<uint8_t>(static_cast<int>(p));
 }
 
 }  // namespace sdrt

@@ -19,8 +19,9 @@ void weighted_sum_impl(const WeightedSumParams& p) {
     const int64_t begin = b * kBlock;
     const int64_t len = std::min(kBlock, p.numel - begin);
     float acc[kBlock];
-    for (int64_t j = 0; j < len; ++j) acc[j] = p.bias;
-    for (int k = 0; k < p.n_inputs; ++k) {
+    const T* in0 = static_cast<const T*>(p.inputs[0]) + begin;  // n_inputs >= 1 (checked at the boundary)
+    for (int64_t j = 0; j < len; ++j) acc[j] = p.bias + p.weights[0] * to_float(in0[j]);
+    for (int k = 1; k < p.n_inputs; ++k) {
       const T* in = static_cast<const T*>(p.inputs[k]) + begin;
       const float w = p.weights[k];
       for (int64_t j = 0; j < len; ++j) acc[j] += w * to_float(in[j]);
@@ -52,8 +53,9 @@ void to_rgb_impl(const RgbParams& p) {
     }
     // Quantise per channel (vectorises), then interleave to HWC.
     uint8_t q[3][kBlock];
+    const float round_offset = p.round_to_nearest ? 0.5f : 0.0f;
     for (int j = 0; j < 3; ++j)
-      for (int64_t i = 0; i < len; ++i) q[j][i] = unit_range_to_u8(acc[j][i], p.round_to_nearest);
+      for (int64_t i = 0; i < len; ++i) q[j][i] = unit_range_to_u8(acc[j][i], round_offset);
     uint8_t* out = p.out + (image * p.pixels + begin) * 3;
     for (int64_t i = 0; i < len; ++i) {
       out[i * 3 + 0] = q[0][i];

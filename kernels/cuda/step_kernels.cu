@@ -36,12 +36,13 @@ __global__ void to_rgb_kernel(RgbParams p) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
     const int64_t image = i / p.pixels;
     const int64_t pixel = i - image * p.pixels;
+    const float round_offset = p.round_to_nearest ? 0.5f : 0.0f;
     float v[3] = {p.bias[0], p.bias[1], p.bias[2]};
     for (int64_t c = 0; c < p.channels; ++c) {
       const float xc = load(x, (image * p.channels + c) * p.pixels + pixel);
       for (int j = 0; j < 3; ++j) v[j] += p.matrix[c][j] * xc;
     }
-    for (int j = 0; j < 3; ++j) p.out[i * 3 + j] = unit_range_to_u8(v[j], p.round_to_nearest);
+    for (int j = 0; j < 3; ++j) p.out[i * 3 + j] = unit_range_to_u8(v[j], round_offset);
   }
 }
 
