@@ -14,6 +14,45 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_paths(out: str, count: int) -> list[str]:
+    if count == 1:
+        return [out]
+    stem, dot, ext = out.rpartition(".")
+    stem, ext = (stem, ext) if dot else (out, "png")
+    return [f"{stem}-{i:02d}.{ext}" for i in range(count)]
+
+
+def _cmd_txt2img(args: argparse.Namespace) -> int:
+    import os
+
+    from . import load
+    from .pipelines.png import save_png
+
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        print(f"sdrt txt2img: output folder {out_dir} does not exist", file=sys.stderr)
+        return 2
+    pipe = load(args.model, device=args.device)
+    total = args.steps * args.n_iter
+
+    def progress(info: dict) -> None:
+        done = info["i"] + 1
+        bar = "#" * (30 * done // args.steps)
+        print(f"\rsampling [{bar:<30}] {done}/{args.steps}", end="", file=sys.stderr, flush=True)
+
+    result = pipe.txt2img(args.prompt, args.negative_prompt, steps=args.steps, sampler_name=args.sampler,
+                          scheduler=args.scheduler, cfg_scale=args.cfg_scale, width=args.width, height=args.height,
+                          seed=args.seed, batch_size=args.batch_size, n_iter=args.n_iter, clip_skip=args.clip_skip,
+                          callback=None if args.quiet else progress)
+    if not args.quiet and total:
+        print(file=sys.stderr)
+    paths = _output_paths(args.output, len(result.images))
+    for path, image, infotext, seed in zip(paths, result.images, result.infotexts, result.seeds):
+        save_png(image, path, infotext)
+        print(f"wrote {path} (seed {seed})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -23,6 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="version, compiled extension, backends and devices")
     info.add_argument("--json", action="store_true", help="print the facts as JSON")
     info.set_defaults(func=_cmd_info)
+
+    t2i = sub.add_parser("txt2img", help="generate images from a prompt")
+    t2i.add_argument("prompt")
+    t2i.add_argument("-o", "--output", default="txt2img.png", help="PNG path (numbered when several images)")
+    t2i.add_argument("-n", "--negative-prompt", default="")
+    t2i.add_argument("--model", default="toy", help="'toy' (bundled) or a diffusers folder")
+    t2i.add_argument("--device", default="cpu")
+    t2i.add_argument("--steps", type=int, default=20)
+    t2i.add_argument("--sampler", default="Euler a", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'")
+    t2i.add_argument("--scheduler", default="Automatic")
+    t2i.add_argument("--cfg-scale", type=float, default=7.0)
+    t2i.add_argument("--width", type=int, default=None, help="default: the model's native size")
+    t2i.add_argument("--height", type=int, default=None)
+    t2i.add_argument("--seed", type=int, default=-1)
+    t2i.add_argument("--batch-size", type=int, default=1)
+    t2i.add_argument("--n-iter", type=int, default=1)
+    t2i.add_argument("--clip-skip", type=int, default=1)
+    t2i.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t2i.set_defaults(func=_cmd_txt2img)
     return parser
 
 
@@ -32,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
+        print(f"sdrt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

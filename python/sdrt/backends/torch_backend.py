@@ -1,0 +1,44 @@
+"""The torch backend: diffusers / transformers modules run eagerly with torch."""
+from __future__ import annotations
+
+import torch
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, unet, text_encoder, vae, *, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        self.device, self.dtype = torch.device(device), dtype
+        self.unet = _place(unet, self.device, dtype)
+        self.text_encoder = _place(text_encoder, self.device, dtype)
+        self.vae = _place(vae, self.device, dtype)
+
+    @torch.no_grad()
+    def unet_forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        out = self.unet(x.to(self.device, self.dtype), timestep.to(self.device), context.to(self.device, self.dtype))
+        return out.sample.float()
+
+    @torch.no_grad()
+    def encode_text(self, ids: torch.Tensor, clip_skip: int = 1) -> torch.Tensor:
+        """CLIP hidden states; clip skip N takes hidden_states[-N] then the final layer norm (A1111)."""
+        out = self.text_encoder(ids.to(self.device), output_hidden_states=clip_skip > 1)
+        if clip_skip <= 1:
+            return out.last_hidden_state.float()
+        hidden = out.hidden_states[-clip_skip]
+        return self.text_encoder.text_model.final_layer_norm(hidden).float()
+
+    @torch.no_grad()
+    def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Unscaled VAE latents -> images in [-1, 1], (N, 3, H, W) float32."""
+        return self.vae.decode(latents.to(self.device, self.dtype)).sample.float()
+
+    @torch.no_grad()
+    def vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> unscaled posterior mean latents."""
+        return self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist.mean.float()
+
+
+def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    if module.dtype != dtype:  # casting a diffusers module that is already in dtype only logs a warning
+        module = module.to(dtype=dtype)
+    return module.to(device).eval().requires_grad_(False)

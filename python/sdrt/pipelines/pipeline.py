@@ -1,0 +1,119 @@
+"""The Pipeline: prompt -> conditioning -> sampler loop over a backend -> VAE -> images + infotext."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+from PIL import Image
+
+from .. import __version__, kernels
+from ..sampling import resolve_sampler, sigmas_for
+from ..sampling.denoiser import CFGDenoiser, DiscreteEpsDenoiser
+from .infotext import create_infotext
+from .rng import ImageRNG, resolve_seed
+
+
+@dataclass
+class Result:
+    images: list[Image.Image]
+    seeds: list[int]
+    infotexts: list[str]
+    prompts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    scaling_factor: float
+    default_size: int
+    latent_channels: int = 4
+    hash: Optional[str] = None
+
+
+class Pipeline:
+    def __init__(self, backend, tokenizer, model_sigmas: torch.Tensor, info: ModelInfo):
+        self.backend, self.tokenizer, self.info = backend, tokenizer, info
+        self.denoiser = DiscreteEpsDenoiser(backend.unet_forward, model_sigmas)
+
+    # The loaded modules, as in a diffusers pipeline (torch backend).
+    @property
+    def unet(self):
+        return self.backend.unet
+
+    @property
+    def vae(self):
+        return self.backend.vae
+
+    @property
+    def text_encoder(self):
+        return self.backend.text_encoder
+
+    def encode_prompts(self, prompts: Sequence[str], clip_skip: int = 1) -> torch.Tensor:
+        """(B, 77, D) conditioning for plain prompts (one 77-token chunk; A1111's prompt syntax,
+        long-prompt chunking and weights extend this in sdrt.prompt)."""
+        ids = self.tokenizer(list(prompts), padding="max_length", max_length=77, truncation=True,
+                             return_tensors="pt").input_ids
+        return self.backend.encode_text(ids, clip_skip=clip_skip)
+
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        vae_latents = kernels.unscale_latents(latents.contiguous(), self.info.scaling_factor)
+        pixels = self.backend.vae_decode(vae_latents).contiguous().cpu()
+        return [Image.fromarray(a) for a in kernels.to_rgb_uint8(pixels).numpy()]
+
+    def txt2img(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] = "", *, steps: int = 20,
+                sampler_name: str = "Euler a", scheduler: str = "Automatic", cfg_scale: float = 7.0,
+                width: int | None = None, height: int | None = None, seed: int = -1, batch_size: int = 1,
+                n_iter: int = 1, clip_skip: int = 1, eta: float = 1.0, s_noise: float = 1.0,
+                callback: Callable[[dict], None] | None = None) -> Result:
+        """Text to image. `width`/`height` default to the model's native size. Image i of the job
+        uses seed + i (A1111)."""
+        width = self.info.default_size if width is None else int(width)
+        height = self.info.default_size if height is None else int(height)
+        for name, value in (("width", width), ("height", height)):
+            if value < 8 or value % 8:
+                raise ValueError(f"{name}={value}; must be a positive multiple of 8")
+        for name, value in (("steps", steps), ("batch_size", batch_size), ("n_iter", n_iter), ("clip_skip", clip_skip)):
+            if int(value) < 1:
+                raise ValueError(f"{name}={value}; must be >= 1")
+        info, schedule = resolve_sampler(sampler_name, scheduler)
+        prompts = _per_image(prompt, batch_size, "prompt")
+        negatives = _per_image(negative_prompt, batch_size, "negative_prompt")
+        first_seed = resolve_seed(seed)
+        sigmas = sigmas_for(schedule, int(steps), self.denoiser)
+        shape = (self.info.latent_channels, height // 8, width // 8)
+
+        images, seeds, infotexts, all_prompts = [], [], [], []
+        for it in range(int(n_iter)):
+            batch_seeds = [first_seed + it * batch_size + i for i in range(batch_size)]
+            conds = self.encode_prompts(prompts, clip_skip)[:, None]
+            uncond = self.encode_prompts(negatives, clip_skip)
+            denoiser = CFGDenoiser(self.denoiser, conds, uncond, [1.0], cfg_scale)
+            rng = ImageRNG(shape, batch_seeds)
+            x = rng.first() * float(sigmas[0])
+            kwargs = {"eta": eta, "s_noise": s_noise} if info.ancestral else {}
+            latents = info.function(denoiser, x, sigmas, callback=callback, noise=rng.next, **kwargs)
+            images += self.decode(latents)
+            for p, n, s in zip(prompts, negatives, batch_seeds):
+                params = {"Steps": int(steps), "Sampler": info.name, "Schedule type": scheduler,
+                          "CFG scale": _num(cfg_scale), "Seed": s, "Size": f"{width}x{height}",
+                          "Model hash": self.info.hash, "Model": self.info.name,
+                          "Clip skip": clip_skip if clip_skip > 1 else None,
+                          "Version": f"sdrt {__version__}"}
+                infotexts.append(create_infotext(p, n, params))
+            seeds += batch_seeds
+            all_prompts += prompts
+        return Result(images, seeds, infotexts, all_prompts)
+
+
+def _num(v: float):
+    return int(v) if float(v).is_integer() else float(v)
+
+
+def _per_image(value: str | Sequence[str], batch_size: int, name: str) -> list[str]:
+    if isinstance(value, str):
+        return [value] * batch_size
+    values = list(value)
+    if len(values) != batch_size or not all(isinstance(v, str) for v in values):
+        raise ValueError(f"{name}: expected a string or a list of {batch_size} strings (one per image)")
+    return values

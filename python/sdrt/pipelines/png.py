@@ -1,0 +1,15 @@
+"""Saving images with their infotext, as A1111 does (PNG text chunk `parameters`)."""
+from __future__ import annotations
+
+from PIL import Image, PngImagePlugin
+
+
+def save_png(image: Image.Image, path: str, infotext: str) -> None:
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("parameters", infotext)
+    image.save(path, format="PNG", pnginfo=meta)
+
+
+def read_parameters(path: str) -> str | None:
+    with Image.open(path) as im:
+        return im.info.get("parameters")

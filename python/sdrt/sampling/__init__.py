@@ -1,0 +1,58 @@
+"""Samplers (stateless, k-diffusion style), schedules and the denoiser, with A1111's names."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .samplers import sample_dpmpp_2m, sample_euler, sample_euler_ancestral
+from .schedules import get_sigmas_exponential, get_sigmas_karras
+
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    name: str                 # A1111's label
+    function: Callable
+    default_scheduler: str    # what "Automatic" means for it
+    ancestral: bool = False
+
+
+SAMPLERS: dict[str, SamplerInfo] = {
+    info.name: info for info in (
+        SamplerInfo("Euler", sample_euler, "Uniform"),
+        SamplerInfo("Euler a", sample_euler_ancestral, "Uniform", ancestral=True),
+        SamplerInfo("DPM++ 2M", sample_dpmpp_2m, "Karras"),
+    )
+}
+samplers = {name: info.function for name, info in SAMPLERS.items()}
+SCHEDULERS = ("Automatic", "Uniform", "Karras", "Exponential")
+
+
+def resolve_sampler(sampler_name: str, scheduler: str = "Automatic") -> tuple[SamplerInfo, str]:
+    """(sampler, concrete schedule) from A1111 names; legacy 'DPM++ 2M Karras' splits into both."""
+    name = sampler_name
+    for sched in SCHEDULERS[1:]:
+        if name.endswith(" " + sched) and name[: -len(sched) - 1] in SAMPLERS:
+            name, scheduler = name[: -len(sched) - 1], sched
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler_name={sampler_name!r} is unknown; valid: {', '.join(SAMPLERS)}")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler={scheduler!r} is unknown; valid: {', '.join(SCHEDULERS)}")
+    info = SAMPLERS[name]
+    return info, info.default_scheduler if scheduler == "Automatic" else scheduler
+
+
+def sigmas_for(schedule: str, steps: int, denoiser) -> "torch.Tensor":  # noqa: F821
+    """The `steps + 1` sigmas of a concrete schedule for this model."""
+    if steps < 1:
+        raise ValueError(f"steps={steps}; must be >= 1")
+    if schedule == "Uniform":
+        return denoiser.get_sigmas(steps)
+    if schedule == "Karras":
+        return get_sigmas_karras(steps, denoiser.sigma_min, denoiser.sigma_max)
+    if schedule == "Exponential":
+        return get_sigmas_exponential(steps, denoiser.sigma_min, denoiser.sigma_max)
+    raise ValueError(f"schedule {schedule!r} has no sigma function")
+
+
+__all__ = ["SAMPLERS", "SCHEDULERS", "SamplerInfo", "get_sigmas_exponential", "get_sigmas_karras",
+           "resolve_sampler", "samplers", "sigmas_for"]
