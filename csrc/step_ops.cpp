@@ -191,27 +191,34 @@ void dpmpp_2m_step(py::handle out_obj, py::handle x_obj, py::handle den_obj, py:
   weighted_sum(out, {&x, &den, &old}, {a, b * (1.0 + 1.0 / (2.0 * r)), -b / (2.0 * r)}, 0.0, stream);
 }
 
-void scale_latents(py::handle out_obj, py::handle x_obj, double scaling_factor, double shift_factor,
-                   uintptr_t stream) {
-  const std::string fn = "scale_latents";
+namespace {
+
+// VAE latents <-> diffusion space (diffusers' AutoencoderKL convention):
+// scale: (z - shift) * factor; unscale: x / factor + shift.
+void latent_affine(const std::string& fn, py::handle out_obj, py::handle x_obj, double scaling_factor,
+                   double shift_factor, bool unscale, uintptr_t stream) {
   require_finite(scaling_factor, fn, "scaling_factor");
   require_finite(shift_factor, fn, "shift_factor");
   require(scaling_factor != 0.0, fn, "'scaling_factor' must be non-zero");
   const TensorArg out = float_out(out_obj, fn);
   const TensorArg x = tensor_arg(x_obj, fn, "x");
-  // VAE latents -> diffusion space: (z - shift) * scale (diffusers' AutoencoderKL convention).
-  weighted_sum(out, {&x}, {scaling_factor}, -shift_factor * scaling_factor, stream);
+  if (unscale) {
+    weighted_sum(out, {&x}, {1.0 / scaling_factor}, shift_factor, stream);
+  } else {
+    weighted_sum(out, {&x}, {scaling_factor}, -shift_factor * scaling_factor, stream);
+  }
+}
+
+}  // namespace
+
+void scale_latents(py::handle out_obj, py::handle x_obj, double scaling_factor, double shift_factor,
+                   uintptr_t stream) {
+  latent_affine("scale_latents", out_obj, x_obj, scaling_factor, shift_factor, /*unscale=*/false, stream);
 }
 
 void unscale_latents(py::handle out_obj, py::handle x_obj, double scaling_factor, double shift_factor,
                      uintptr_t stream) {
-  const std::string fn = "unscale_latents";
-  require_finite(scaling_factor, fn, "scaling_factor");
-  require_finite(shift_factor, fn, "shift_factor");
-  require(scaling_factor != 0.0, fn, "'scaling_factor' must be non-zero");
-  const TensorArg out = float_out(out_obj, fn);
-  const TensorArg x = tensor_arg(x_obj, fn, "x");
-  weighted_sum(out, {&x}, {1.0 / scaling_factor}, shift_factor, stream);
+  latent_affine("unscale_latents", out_obj, x_obj, scaling_factor, shift_factor, /*unscale=*/true, stream);
 }
 
 void to_rgb_uint8(py::handle out_obj, py::handle x_obj, std::optional<std::vector<std::vector<double>>> matrix,
