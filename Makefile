@@ -1,5 +1,5 @@
 # sdrt developer entry points. Each target creates .venv when it is missing.
-#   make demo   set up, then run the main job (for now: `sdrt info`; image generation arrives with the toy model)
+#   make demo   set up, then generate an image with the bundled toy model (demo.png) and show `sdrt info`
 #   make test   set up, then run the test suite (what CI runs)
 #   make bench  set up, then run the CPU benchmarks and record them in bench/results/
 
@@ -25,8 +25,11 @@ $(STAMP): $(PY) $(SOURCES)
 
 setup: $(STAMP)
 
+DEMO_PROMPT ?= a large red circle in the top left on a white background
+
 demo: setup
 	$(VENV)/bin/sdrt info
+	$(VENV)/bin/sdrt txt2img "$(DEMO_PROMPT)" --seed 1 -o demo.png
 
 test: setup
 	$(PY) -m pytest -q
@@ -36,6 +39,7 @@ test-all: setup
 
 bench: setup
 	$(PY) bench/bench_step_kernels.py
+	$(PY) -m sdrt.toy.acceptance --out bench/results/toy_acceptance.json
 
 clean:
 	rm -rf build $(VENV)

@@ -51,8 +51,9 @@ constexpr void (*kCudaToRgb)(DType, const RgbParams&, int, uintptr_t) = nullptr;
 
 // out = bias + sum_k weights[k] * inputs[k], all of `out`'s shape, dtype and device.
 void weighted_sum(const TensorArg& out, const std::vector<const TensorArg*>& inputs, const std::vector<double>& weights,
-                  double bias, uintptr_t stream) {
+                  double bias, uintptr_t stream, bool deltas_from_first = false) {
   WeightedSumParams p{};
+  p.deltas_from_first = deltas_from_first;
   p.n_inputs = static_cast<int>(inputs.size());
   for (size_t k = 0; k < inputs.size(); ++k) {
     check_like(*inputs[k], out);
@@ -107,9 +108,8 @@ void cfg_combine(py::handle out_obj, py::handle uncond_obj, py::handle conds_obj
     cond_views[i].name = "conds[" + std::to_string(i) + "]";
     inputs.push_back(&cond_views[i]);
     coeffs.push_back(weights[i] * cfg_scale);
-    coeffs[0] -= weights[i] * cfg_scale;
   }
-  weighted_sum(out, inputs, coeffs, 0.0, stream);
+  weighted_sum(out, inputs, coeffs, 0.0, stream, /*deltas_from_first=*/true);
 }
 
 void euler_step(py::handle out_obj, py::handle x_obj, py::handle den_obj, double sigma, double sigma_next,

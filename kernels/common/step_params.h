@@ -17,6 +17,10 @@ struct WeightedSumParams {
   const void* inputs[kMaxWeightedInputs];
   float weights[kMaxWeightedInputs];
   float bias;
+  // When set, inputs 1.. enter as differences from input 0: bias + w0*in0 + sum_k w_k*(in_k - in0).
+  // Guidance uses it: cond and uncond are close, and uncond + s*(cond - uncond) keeps the rounding
+  // error at the size of the difference rather than of (1 - s)*uncond + s*cond.
+  bool deltas_from_first;
   void* out;
   int64_t numel;
 };

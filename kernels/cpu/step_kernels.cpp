@@ -24,7 +24,11 @@ void weighted_sum_impl(const WeightedSumParams& p) {
     for (int k = 1; k < p.n_inputs; ++k) {
       const T* in = static_cast<const T*>(p.inputs[k]) + begin;
       const float w = p.weights[k];
-      for (int64_t j = 0; j < len; ++j) acc[j] += w * to_float(in[j]);
+      if (p.deltas_from_first) {
+        for (int64_t j = 0; j < len; ++j) acc[j] += w * (to_float(in[j]) - to_float(in0[j]));
+      } else {
+        for (int64_t j = 0; j < len; ++j) acc[j] += w * to_float(in[j]);
+      }
     }
     for (int64_t j = 0; j < len; ++j) out[begin + j] = from_float<T>(acc[j]);
   }

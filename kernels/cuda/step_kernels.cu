@@ -22,8 +22,12 @@ template <class T>
 __global__ void weighted_sum_kernel(WeightedSumParams p) {
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.numel; i += stride) {
-    float acc = p.bias;
-    for (int k = 0; k < p.n_inputs; ++k) acc += p.weights[k] * load(static_cast<const T*>(p.inputs[k]), i);
+    const float first = load(static_cast<const T*>(p.inputs[0]), i);
+    float acc = p.bias + p.weights[0] * first;
+    for (int k = 1; k < p.n_inputs; ++k) {
+      const float v = load(static_cast<const T*>(p.inputs[k]), i);
+      acc += p.weights[k] * (p.deltas_from_first ? v - first : v);
+    }
     store(static_cast<T*>(p.out), i, acc);
   }
 }

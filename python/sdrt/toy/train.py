@@ -37,8 +37,9 @@ def _log(msg: str) -> None:
 class Progress:
     """Prints step, smoothed loss, elapsed time and ETA every `every` steps."""
 
-    def __init__(self, name: str, total: int, every: int = 100):
-        self.name, self.total, self.every = name, total, every
+    def __init__(self, name: str, total: int, log: Callable[[str], None] = _log):
+        self.name, self.total, self.log = name, total, log
+        self.every = max(1, min(100, total // 10))
         self.start = time.perf_counter()
         self.smoothed: float | None = None
         self.history: list[tuple[int, float]] = []
@@ -49,7 +50,7 @@ class Progress:
             elapsed = time.perf_counter() - self.start
             eta = elapsed / (step + 1) * (self.total - step - 1)
             self.history.append((step + 1, round(self.smoothed, 6)))
-            _log(f"[{self.name}] step {step + 1}/{self.total}  loss {self.smoothed:.5f}  "
+            self.log(f"[{self.name}] step {step + 1}/{self.total}  loss {self.smoothed:.5f}  "
                  f"elapsed {elapsed:6.0f}s  eta {eta:5.0f}s")
 
     @property
@@ -73,10 +74,11 @@ def image_batches(seed: int, batch: int, resolution: int) -> Iterator[tuple[torc
         yield torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), [cap for _, cap, _ in items]
 
 
-def train_vae(vae, *, steps: int, batch: int, lr: float, seed: int, kl_weight: float = 1e-6) -> dict:
+def train_vae(vae, *, steps: int, batch: int, lr: float, seed: int, kl_weight: float = 1e-6,
+              log: Callable[[str], None] = _log) -> dict:
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     batches = image_batches(seed, batch, toy_config.RESOLUTION)
-    progress = Progress("vae", steps)
+    progress = Progress("vae", steps, log=log)
     vae.train()
     for step in range(steps):
         for g in opt.param_groups:
@@ -118,7 +120,7 @@ def measure_scaling_factor(dataset: dict[str, torch.Tensor], seed: int) -> float
 
 def train_unet(unet, text_encoder, dataset: dict[str, torch.Tensor], empty_ids: torch.Tensor, *, steps: int,
                batch: int, lr: float, seed: int, scaling_factor: float, cond_dropout: float = 0.1,
-               ema_decay: float = 0.999) -> tuple[torch.nn.Module, dict]:
+               ema_decay: float = 0.999, log: Callable[[str], None] = _log) -> tuple[torch.nn.Module, dict]:
     from diffusers import DDPMScheduler
 
     sched = DDPMScheduler(**{k: v for k, v in toy_config.SCHEDULER_CONFIG.items() if k != "timestep_spacing"})
@@ -127,7 +129,7 @@ def train_unet(unet, text_encoder, dataset: dict[str, torch.Tensor], empty_ids: 
     ema = copy.deepcopy(unet).requires_grad_(False)
     g = torch.Generator().manual_seed(seed)
     n = dataset["mean"].shape[0]
-    progress = Progress("unet+text", steps)
+    progress = Progress("unet+text", steps, log=log)
     unet.train()
     text_encoder.train()
     for step in range(steps):
@@ -211,14 +213,14 @@ def train(out: str, *, command: str | None = None, seed: int = 0, vae_steps: int
     tokenizer = get_tokenizer()
     vae, text_encoder, unet = toy_config.build_components(seed)
     log(f"training the toy model into {out} (seed {seed}, {torch.get_num_threads()} threads)")
-    vae_record = train_vae(vae, steps=vae_steps, batch=vae_batch, lr=vae_lr, seed=seed)
+    vae_record = train_vae(vae, steps=vae_steps, batch=vae_batch, lr=vae_lr, seed=seed, log=log)
     dataset = encode_dataset(vae, tokenizer, n=dataset_size, seed=seed + 1)
     scaling_factor = measure_scaling_factor(dataset, seed)
     vae.register_to_config(scaling_factor=scaling_factor)
     log(f"latent scaling factor (1 / std of posterior samples): {scaling_factor:.5f}")
     empty_ids = tokenizer("", padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
     unet_ema, unet_record = train_unet(unet, text_encoder, dataset, empty_ids, steps=unet_steps, batch=unet_batch,
-                                       lr=unet_lr, seed=seed + 2, scaling_factor=scaling_factor)
+                                       lr=unet_lr, seed=seed + 2, scaling_factor=scaling_factor, log=log)
     used = zero_unused_token_rows(text_encoder, torch.cat([dataset["ids"].flatten(), empty_ids]))
     record = {
         "command": command,
