@@ -19,13 +19,28 @@ class TorchBackend:
         return out.sample.float()
 
     @torch.no_grad()
-    def encode_text(self, ids: torch.Tensor, clip_skip: int = 1) -> torch.Tensor:
-        """CLIP hidden states; clip skip N takes hidden_states[-N] then the final layer norm (A1111)."""
-        out = self.text_encoder(ids.to(self.device), output_hidden_states=clip_skip > 1)
+    def encode_text(self, ids: torch.Tensor, clip_skip: int = 1, embeddings=None) -> torch.Tensor:
+        """CLIP hidden states; clip skip N takes hidden_states[-N] then the final layer norm (A1111).
+        `embeddings[row]` lists textual-inversion slots whose vectors replace the token embeddings."""
+        hook = None
+        if embeddings and any(embeddings):
+            def put_vectors(module, inputs, output):
+                output = output.clone()
+                for row, slots in enumerate(embeddings):
+                    for slot in slots:
+                        output[row, slot.offset:slot.offset + slot.vectors.shape[0]] = slot.vectors.to(output)
+                return output
+            hook = self.text_encoder.get_input_embeddings().register_forward_hook(put_vectors)
+        try:
+            out = self.text_encoder(ids.to(self.device), output_hidden_states=clip_skip > 1)
+        finally:
+            if hook is not None:
+                hook.remove()
         if clip_skip <= 1:
             return out.last_hidden_state.float()
         hidden = out.hidden_states[-clip_skip]
-        return self.text_encoder.text_model.final_layer_norm(hidden).float()
+        text_model = getattr(self.text_encoder, "text_model", self.text_encoder)  # transformers 4 nests it, 5 not
+        return text_model.final_layer_norm(hidden).float()
 
     @torch.no_grad()
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -39,6 +54,7 @@ class TorchBackend:
 
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    if module.dtype != dtype:  # casting a diffusers module that is already in dtype only logs a warning
+    current = next((p.dtype for p in module.parameters()), dtype)
+    if current != dtype:  # casting a diffusers module that is already in dtype only logs a warning
         module = module.to(dtype=dtype)
     return module.to(device).eval().requires_grad_(False)

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from .. import __version__, kernels
+from ..prompt.conditioning import ConditioningOptions, conditioning_for_batch
 from ..sampling import resolve_sampler, sigmas_for
 from ..sampling.denoiser import CFGDenoiser, DiscreteEpsDenoiser
 from .infotext import create_infotext
@@ -35,6 +36,9 @@ class Pipeline:
     def __init__(self, backend, tokenizer, model_sigmas: torch.Tensor, info: ModelInfo):
         self.backend, self.tokenizer, self.info = backend, tokenizer, info
         self.denoiser = DiscreteEpsDenoiser(backend.unet_forward, model_sigmas)
+        # Textual-inversion lookup (token ids, position) -> (name, vectors, tokens consumed) | None;
+        # filled by the embeddings loader.
+        self.find_embedding = None
 
     # The loaded modules, as in a diffusers pipeline (torch backend).
     @property
@@ -48,13 +52,6 @@ class Pipeline:
     @property
     def text_encoder(self):
         return self.backend.text_encoder
-
-    def encode_prompts(self, prompts: Sequence[str], clip_skip: int = 1) -> torch.Tensor:
-        """(B, 77, D) conditioning for plain prompts (one 77-token chunk; A1111's prompt syntax,
-        long-prompt chunking and weights extend this in sdrt.prompt)."""
-        ids = self.tokenizer(list(prompts), padding="max_length", max_length=77, truncation=True,
-                             return_tensors="pt").input_ids
-        return self.backend.encode_text(ids, clip_skip=clip_skip)
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         vae_latents = kernels.unscale_latents(latents.contiguous(), self.info.scaling_factor)
@@ -83,12 +80,13 @@ class Pipeline:
         sigmas = sigmas_for(schedule, int(steps), self.denoiser)
         shape = (self.info.latent_channels, height // 8, width // 8)
 
+        opts = ConditioningOptions(clip_skip=clip_skip, find_embedding=self.find_embedding)
+        batch_cond = conditioning_for_batch(prompts, negatives, int(steps), self.tokenizer,
+                                            self.backend.encode_text, opts)
         images, seeds, infotexts, all_prompts = [], [], [], []
         for it in range(int(n_iter)):
             batch_seeds = [first_seed + it * batch_size + i for i in range(batch_size)]
-            conds = self.encode_prompts(prompts, clip_skip)[:, None]
-            uncond = self.encode_prompts(negatives, clip_skip)
-            denoiser = CFGDenoiser(self.denoiser, conds, uncond, [1.0], cfg_scale)
+            denoiser = CFGDenoiser(self.denoiser, batch_cond, cfg_scale)
             rng = ImageRNG(shape, batch_seeds)
             x = rng.first() * float(sigmas[0])
             kwargs = {"eta": eta, "s_noise": s_noise} if info.ancestral else {}

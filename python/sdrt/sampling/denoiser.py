@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 
 from .. import kernels
+from ..prompt.conditioning import pad_to_length
 from .schedules import append_zero
 
 
@@ -59,28 +60,43 @@ class DiscreteEpsDenoiser:
 
 
 class CFGDenoiser:
-    """Classifier-free guidance over a batch: one UNet call on [conds..., uncond] per image.
+    """Classifier-free guidance with A1111's composable diffusion over a batch of images.
 
-    `conds` is (B, K, T, D): K AND-sub-prompts per image with `weights` (K,); `uncond` is (B, T, D).
+    Each image has AND sub-prompts (with weights) and a negative prompt, each scheduled over the
+    steps (prompt editing). Every call is one sampling step: the conds and unconds in effect at
+    that call go through the UNet together when their token lengths agree, else in two calls (as
+    A1111 does by default), and each image is combined in one fused pass (sdrt.kernels.cfg_combine).
     """
 
-    def __init__(self, inner: DiscreteEpsDenoiser, conds: torch.Tensor, uncond: torch.Tensor,
-                 weights: Sequence[float], cfg_scale: float):
-        if conds.shape[0] != uncond.shape[0] or conds.shape[1] != len(weights):
-            raise ValueError(f"CFGDenoiser: conds {tuple(conds.shape)} / uncond {tuple(uncond.shape)} / "
-                             f"{len(weights)} weights do not line up")
-        self.inner, self.conds, self.uncond = inner, conds, uncond
-        self.weights, self.cfg_scale = list(weights), float(cfg_scale)
+    def __init__(self, inner: DiscreteEpsDenoiser, batch: Sequence, cfg_scale: float):
+        self.inner, self.batch, self.cfg_scale = inner, list(batch), float(cfg_scale)
+        self.step = 0  # A1111 counts model calls, not sampler steps, for prompt schedules
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        b, k = self.conds.shape[:2]
-        if self.cfg_scale == 1.0 and k == 1 and self.weights[0] == 1.0:  # guidance is the identity: skip uncond
-            return self.inner(x, sigma, self.conds[:, 0])
-        x_in = torch.cat([x.repeat_interleave(k, 0), x])
-        sigma_in = torch.cat([sigma.repeat_interleave(k, 0), sigma])
-        context = torch.cat([self.conds.flatten(0, 1), self.uncond])
-        out = self.inner(x_in, sigma_in, context)
-        conds_out = out[: b * k].view(b, k, *x.shape[1:]).contiguous()
-        uncond_out = out[b * k:].contiguous()
-        return torch.stack([kernels.cfg_combine(uncond_out[i], conds_out[i], self.weights, self.cfg_scale)
-                            for i in range(b)])
+        step, self.step = self.step, self.step + 1
+        if len(self.batch) != x.shape[0]:
+            raise ValueError(f"CFGDenoiser: {len(self.batch)} conditionings for a batch of {x.shape[0]}")
+        owners = [i for i, ic in enumerate(self.batch) for _ in ic.conds]
+        conds = [c.at(step) for ic in self.batch for c in ic.conds]
+        cond_len = max(t.shape[0] for t in conds)
+        cond_ctx = torch.stack([pad_to_length(t, cond_len) for t in conds])
+        if self.cfg_scale == 1.0 and all(ic.weights == [1.0] for ic in self.batch):
+            return self.inner(x, sigma, cond_ctx)  # uncond + 1 * (cond - uncond) == cond: skip uncond exactly
+        unconds = [ic.uncond.at(step) for ic in self.batch]
+        uncond_len = max(t.shape[0] for t in unconds)
+        uncond_ctx = torch.stack([pad_to_length(t, uncond_len) for t in unconds])
+        idx = torch.tensor(owners, device=x.device)
+        x_cond, s_cond = x[idx], sigma[idx]
+        if cond_len == uncond_len:
+            out = self.inner(torch.cat([x_cond, x]), torch.cat([s_cond, sigma]), torch.cat([cond_ctx, uncond_ctx]))
+            cond_out, uncond_out = out[: len(owners)], out[len(owners):]
+        else:
+            cond_out = self.inner(x_cond, s_cond, cond_ctx)
+            uncond_out = self.inner(x, sigma, uncond_ctx)
+        results, row = [], 0
+        for i, ic in enumerate(self.batch):
+            k = len(ic.conds)
+            results.append(kernels.cfg_combine(uncond_out[i].contiguous(), cond_out[row:row + k].contiguous(),
+                                               ic.weights, self.cfg_scale))
+            row += k
+        return torch.stack(results)
