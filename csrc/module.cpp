@@ -27,6 +27,10 @@ PYBIND11_MODULE(_C, m) {
     return d;
   }, "Facts about this build: version, CUDA, OpenMP.");
 
+  m.def("linear_combination", &sdrt::linear_combination, "out"_a, "inputs"_a, "weights"_a, "bias"_a = 0.0,
+        "stream"_a = 0,
+        "out = bias + sum_k weights[k] * inputs[k] in one pass (multi-stage sampler updates whose "
+        "coefficients the caller computed).");
   m.def("cfg_combine", &sdrt::cfg_combine, "out"_a, "uncond"_a, "conds"_a, "weights"_a, "cfg_scale"_a,
         "stream"_a = 0,
         "out = uncond + sum_i (conds[i] - uncond) * weights[i] * cfg_scale (A1111 composable diffusion); "

@@ -75,6 +75,26 @@ TensorArg float_out(py::handle obj, const std::string& fn) {
 
 }  // namespace
 
+void linear_combination(py::handle out_obj, const py::sequence& inputs_obj, const std::vector<double>& weights,
+                        double bias, uintptr_t stream) {
+  const std::string fn = "linear_combination";
+  const size_t n = py::len(inputs_obj);
+  require(n >= 1, fn, "'inputs' must hold at least one tensor");
+  require(n == weights.size(), fn, "'inputs' has " + std::to_string(n) + " tensors but 'weights' has " +
+                                       std::to_string(weights.size()) + " entries");
+  require(n <= static_cast<size_t>(kMaxWeightedInputs), fn,
+          "at most " + std::to_string(kMaxWeightedInputs) + " inputs are combined in one call");
+  require_finite(bias, fn, "bias");
+  for (double w : weights) require_finite(w, fn, "weights");
+  const TensorArg out = float_out(out_obj, fn);
+  std::vector<TensorArg> args;
+  args.reserve(n);
+  for (size_t k = 0; k < n; ++k) args.push_back(tensor_arg(inputs_obj[k], fn, "inputs[" + std::to_string(k) + "]"));
+  std::vector<const TensorArg*> ptrs;
+  for (const auto& a : args) ptrs.push_back(&a);
+  weighted_sum(out, ptrs, weights, bias, stream);
+}
+
 void cfg_combine(py::handle out_obj, py::handle uncond_obj, py::handle conds_obj, const std::vector<double>& weights,
                  double cfg_scale, uintptr_t stream) {
   const std::string fn = "cfg_combine";

@@ -12,6 +12,8 @@ namespace sdrt {
 
 namespace py = pybind11;
 
+void linear_combination(py::handle out, const py::sequence& inputs, const std::vector<double>& weights, double bias,
+                        uintptr_t stream);
 void cfg_combine(py::handle out, py::handle uncond, py::handle conds, const std::vector<double>& weights,
                  double cfg_scale, uintptr_t stream);
 void euler_step(py::handle out, py::handle x, py::handle denoised, double sigma, double sigma_next,

@@ -75,6 +75,9 @@ def test_not_a_tensor_and_none():
     (lambda x, d, n: kernels.cfg_combine(x, np.stack([d] * 16), [1.0] * 16, 7.0), r"at most 15 conds"),
     (lambda x, d, n: kernels.cfg_combine(x, d[None], [], 7.0), r"'weights' must name at least one cond"),
     (lambda x, d, n: kernels.to_rgb_uint8(x), r"without 'matrix' it must be RGB"),
+    (lambda x, d, n: kernels.linear_combination([x, d], [1.0]), r"'inputs' has 2 tensors but 'weights' has 1"),
+    (lambda x, d, n: kernels.linear_combination([x] * 17, [1.0] * 17), r"at most 16 inputs"),
+    (lambda x, d, n: kernels.linear_combination([], []), r"at least one tensor"),
     (lambda x, d, n: kernels.to_rgb_uint8(x, matrix=[[1, 0, 0]] * 3), r"'matrix' has 3 rows; expected one per channel"),
     (lambda x, d, n: kernels.to_rgb_uint8(x[0]), r"'x' must be \(N, C, H, W\)"),
 ])

@@ -203,3 +203,16 @@ def test_cuda_kernels_run_on_the_current_stream(rng):
     stream.synchronize()
     want = ref.euler_step(x.double().cpu(), den.double().cpu(), 9.0, 7.0)
     assert_close(got, want, "float32", "euler_step on a side stream")
+
+
+@pytest.mark.parametrize("dtype,kind", CASES)
+@pytest.mark.parametrize("n_inputs", [1, 4, 16])
+def test_linear_combination(rng, dtype, kind, n_inputs):
+    shape = (2, 4, 13, 9)
+    pairs = [make(rng, shape, dtype, kind) for _ in range(n_inputs)]
+    weights = rng.uniform(-2, 2, n_inputs).tolist()
+    bias = float(rng.uniform(-1, 1))
+    got = kernels.linear_combination([p[0] for p in pairs], weights, bias)
+    values = [p[1] for p in pairs]
+    terms = abs(bias) + sum(abs(w) * v.abs() for w, v in zip(weights, values))
+    assert_close(got, ref.linear_combination(values, weights, bias), dtype, "linear_combination", magnitude=terms)

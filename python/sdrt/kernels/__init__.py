@@ -18,6 +18,7 @@ __all__ = [
     "dpmpp_2m_step",
     "euler_ancestral_step",
     "euler_step",
+    "linear_combination",
     "scale_latents",
     "to_rgb_uint8",
     "unscale_latents",
@@ -59,6 +60,18 @@ def _empty_like(t: Any) -> Any:
     import numpy as np
 
     return np.empty_like(t, order="C")
+
+
+def linear_combination(inputs: Sequence[Any], weights: Sequence[float], bias: float = 0.0, *,
+                       out: Any = None) -> Any:
+    """``bias + sum_k weights[k] * inputs[k]`` in one pass: the fused update of multi-stage samplers
+    (Heun, DPM2, DPM++ 2S a) once their per-step coefficients are known."""
+    if len(inputs) == 0:
+        raise ValueError("linear_combination: 'inputs' must hold at least one tensor")
+    out = _empty_like(inputs[0]) if out is None else out
+    _C.linear_combination(_boundary(out), [_boundary(t) for t in inputs], [float(w) for w in weights], float(bias),
+                          _stream(out))
+    return out
 
 
 def cfg_combine(uncond: Any, conds: Any, weights: Sequence[float], cfg_scale: float, *, out: Any = None) -> Any:

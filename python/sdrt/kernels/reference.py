@@ -11,6 +11,13 @@ from typing import Sequence
 import torch
 
 
+def linear_combination(inputs: Sequence[torch.Tensor], weights: Sequence[float], bias: float = 0.0) -> torch.Tensor:
+    out = torch.full_like(inputs[0], bias)
+    for t, w in zip(inputs, weights):
+        out = out + w * t
+    return out
+
+
 def cfg_combine(uncond: torch.Tensor, conds: torch.Tensor, weights: Sequence[float], cfg_scale: float) -> torch.Tensor:
     out = uncond.clone()
     for cond, w in zip(conds, weights):

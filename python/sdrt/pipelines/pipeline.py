@@ -61,7 +61,8 @@ class Pipeline:
     def txt2img(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] = "", *, steps: int = 20,
                 sampler_name: str = "Euler a", scheduler: str = "Automatic", cfg_scale: float = 7.0,
                 width: int | None = None, height: int | None = None, seed: int = -1, batch_size: int = 1,
-                n_iter: int = 1, clip_skip: int = 1, eta: float = 1.0, s_noise: float = 1.0,
+                n_iter: int = 1, clip_skip: int = 1, eta: float = 1.0, s_churn: float = 0.0, s_tmin: float = 0.0,
+                s_tmax: float = float("inf"), s_noise: float = 1.0,
                 callback: Callable[[dict], None] | None = None) -> Result:
         """Text to image. `width`/`height` default to the model's native size. Image i of the job
         uses seed + i (A1111)."""
@@ -77,7 +78,10 @@ class Pipeline:
         prompts = _per_image(prompt, batch_size, "prompt")
         negatives = _per_image(negative_prompt, batch_size, "negative_prompt")
         first_seed = resolve_seed(seed)
-        sigmas = sigmas_for(schedule, int(steps), self.denoiser)
+        sigmas = sigmas_for(schedule, int(steps), self.denoiser,
+                            discard_next_to_last_sigma=info.discard_next_to_last_sigma)
+        given = {"eta": eta, "s_churn": s_churn, "s_tmin": s_tmin, "s_tmax": s_tmax, "s_noise": s_noise}
+        sampler_options = {k: float(given[k]) for k in info.options}
         shape = (self.info.latent_channels, height // 8, width // 8)
 
         opts = ConditioningOptions(clip_skip=clip_skip, find_embedding=self.find_embedding)
@@ -89,8 +93,7 @@ class Pipeline:
             denoiser = CFGDenoiser(self.denoiser, batch_cond, cfg_scale)
             rng = ImageRNG(shape, batch_seeds)
             x = rng.first() * float(sigmas[0])
-            kwargs = {"eta": eta, "s_noise": s_noise} if info.ancestral else {}
-            latents = info.function(denoiser, x, sigmas, callback=callback, noise=rng.next, **kwargs)
+            latents = info.function(denoiser, x, sigmas, callback=callback, noise=rng.next, **sampler_options)
             images += self.decode(latents)
             for p, n, s in zip(prompts, negatives, batch_seeds):
                 params = {"Steps": int(steps), "Sampler": info.name, "Schedule type": scheduler,

@@ -4,8 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .samplers import sample_dpmpp_2m, sample_euler, sample_euler_ancestral
+import torch
+
+from .samplers import (sample_dpm_2, sample_dpm_2_ancestral, sample_dpmpp_2m, sample_dpmpp_2s_ancestral,
+                       sample_euler, sample_euler_ancestral, sample_heun)
 from .schedules import get_sigmas_exponential, get_sigmas_karras
+
+
+CHURN = ("s_churn", "s_tmin", "s_tmax", "s_noise")
 
 
 @dataclass(frozen=True)
@@ -13,13 +19,18 @@ class SamplerInfo:
     name: str                 # A1111's label
     function: Callable
     default_scheduler: str    # what "Automatic" means for it
-    ancestral: bool = False
+    options: tuple = ()       # which of eta / s_churn / s_tmin / s_tmax / s_noise it takes (as A1111 passes them)
+    discard_next_to_last_sigma: bool = False
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
     info.name: info for info in (
-        SamplerInfo("Euler", sample_euler, "Uniform"),
-        SamplerInfo("Euler a", sample_euler_ancestral, "Uniform", ancestral=True),
+        SamplerInfo("Euler", sample_euler, "Uniform", CHURN),
+        SamplerInfo("Euler a", sample_euler_ancestral, "Uniform", ("eta",)),
+        SamplerInfo("Heun", sample_heun, "Uniform", CHURN),
+        SamplerInfo("DPM2", sample_dpm_2, "Karras", CHURN, discard_next_to_last_sigma=True),
+        SamplerInfo("DPM2 a", sample_dpm_2_ancestral, "Karras", ("eta",), discard_next_to_last_sigma=True),
+        SamplerInfo("DPM++ 2S a", sample_dpmpp_2s_ancestral, "Karras", ("eta",)),
         SamplerInfo("DPM++ 2M", sample_dpmpp_2m, "Karras"),
     )
 }
@@ -41,10 +52,14 @@ def resolve_sampler(sampler_name: str, scheduler: str = "Automatic") -> tuple[Sa
     return info, info.default_scheduler if scheduler == "Automatic" else scheduler
 
 
-def sigmas_for(schedule: str, steps: int, denoiser) -> "torch.Tensor":  # noqa: F821
-    """The `steps + 1` sigmas of a concrete schedule for this model."""
+def sigmas_for(schedule: str, steps: int, denoiser, *, discard_next_to_last_sigma: bool = False) -> torch.Tensor:
+    """The `steps + 1` sigmas of a concrete schedule for this model. Samplers that take two model
+    calls per step (DPM2) compute one more and drop the next-to-last, as A1111 does."""
     if steps < 1:
         raise ValueError(f"steps={steps}; must be >= 1")
+    if discard_next_to_last_sigma:
+        sigmas = sigmas_for(schedule, steps + 1, denoiser)
+        return torch.cat([sigmas[:-2], sigmas[-1:]])
     if schedule == "Uniform":
         return denoiser.get_sigmas(steps)
     if schedule == "Karras":
@@ -54,5 +69,5 @@ def sigmas_for(schedule: str, steps: int, denoiser) -> "torch.Tensor":  # noqa: 
     raise ValueError(f"schedule {schedule!r} has no sigma function")
 
 
-__all__ = ["SAMPLERS", "SCHEDULERS", "SamplerInfo", "get_sigmas_exponential", "get_sigmas_karras",
+__all__ = ["CHURN", "SAMPLERS", "SCHEDULERS", "SamplerInfo", "get_sigmas_exponential", "get_sigmas_karras",
            "resolve_sampler", "samplers", "sigmas_for"]

@@ -1,0 +1,80 @@
+"""txt2img on the shipped toy model: seeds, batches, infotext, PNG metadata, errors, CLI."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import sdrt
+from sdrt.pipelines.png import read_parameters
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return sdrt.load("toy")
+
+
+def arr(image):
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_same_seed_same_image_and_seed_plus_i(pipe):
+    a = pipe.txt2img("a red circle in the top left", seed=42, batch_size=2, steps=8)
+    b = pipe.txt2img("a red circle in the top left", seed=43, batch_size=1, steps=8)
+    c = pipe.txt2img("a red circle in the top left", seed=42, batch_size=1, steps=8)
+    assert a.seeds == [42, 43]
+    assert a.images[0].size == (64, 64)
+    assert np.abs(arr(a.images[0]) - arr(c.images[0])).max() <= 1  # batching changes float rounding only
+    assert np.abs(arr(a.images[1]) - arr(b.images[0])).max() <= 1
+    assert np.abs(arr(a.images[0]) - arr(a.images[1])).mean() > 1  # different seeds, different pictures
+
+
+def test_random_seed_is_reported(pipe):
+    r = pipe.txt2img("a blue square", seed=-1, steps=4, n_iter=2)
+    assert len(r.seeds) == 2 and r.seeds[1] == r.seeds[0] + 1 and 0 <= r.seeds[0] < 4294967294
+
+
+def test_infotext_is_a1111_format(pipe):
+    r = pipe.txt2img("a green triangle", "blurry", seed=7, steps=5, cfg_scale=5.5, sampler_name="DPM++ 2M Karras")
+    assert r.infotexts[0] == ("a green triangle\nNegative prompt: blurry\nSteps: 5, Sampler: DPM++ 2M, "
+                              "Schedule type: Karras, CFG scale: 5.5, Seed: 7, Size: 64x64, Model: toy, "
+                              f"Version: sdrt {sdrt.__version__}")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(width=60), r"width=60; must be a positive multiple of 8"),
+    (dict(steps=0), r"steps=0; must be >= 1"),
+    (dict(sampler_name="Heunn"), r"sampler_name='Heunn' is unknown"),
+    (dict(seed=-5), r"seed=-5"),
+    (dict(batch_size=2, prompt=["a", "b", "c"]), r"prompt: expected a string or a list of 2 strings"),
+])
+def test_bad_arguments_raise_clear_errors(pipe, kwargs, match):
+    prompt = kwargs.pop("prompt", "a red circle")
+    with pytest.raises(ValueError, match=match):
+        pipe.txt2img(prompt, **kwargs)
+
+
+def test_cli_txt2img_writes_png_with_parameters(tmp_path):
+    out = tmp_path / "img.png"
+    res = subprocess.run([sys.executable, "-m", "sdrt.cli", "txt2img", "a yellow square in the center",
+                          "-o", str(out), "--seed", "5", "--steps", "6", "-q"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    params = read_parameters(str(out))
+    assert params.startswith("a yellow square in the center\nSteps: 6, Sampler: Euler a") and "Seed: 5" in params
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "sdrt.cli", "txt2img", "x", "--model", str(tmp_path / "nope"),
+                          "-o", str(tmp_path / "a.png")], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "no such file or folder" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"backend='tensorrt' is not available; valid: torch"):
+        sdrt.load("toy", backend="tensorrt")
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"single-file checkpoints are not supported yet"):
+        sdrt.load(str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"is not a diffusers folder"):
+        sdrt.load(str(tmp_path))
