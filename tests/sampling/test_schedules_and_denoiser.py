@@ -64,3 +64,40 @@ def test_sampler_names_and_legacy_names():
         resolve_sampler("Eulr")
     with pytest.raises(ValueError, match=r"scheduler='Karas' is unknown"):
         resolve_sampler("Euler", "Karas")
+
+
+@pytest.mark.parametrize("schedule", [s for s in __import__("sdrt.sampling", fromlist=["SCHEDULERS"]).SCHEDULERS
+                                      if s != "Automatic"])
+@pytest.mark.parametrize("steps", [3, 10, 25])
+def test_every_schedule_is_decreasing_and_ends_at_zero(denoiser, schedule, steps):
+    s = sigmas_for(schedule, steps, denoiser)
+    assert s.shape == (steps + 1,) and s[-1] == 0
+    assert torch.all(s[:-1] > s[1:]), s
+    # (Align Your Steps is a published table rounded to 3 decimals: 14.615 vs the model's 14.6146)
+    assert s[0] <= denoiser.sigma_max * (1 + 1e-4) and s[-2] >= denoiser.sigma_min * (1 - 1e-4)
+
+
+def test_ddim_and_simple_schedules_match_diffusers_spacings(denoiser):
+    from diffusers import DDIMScheduler
+
+    ddim = DDIMScheduler(**SD, steps_offset=1, timestep_spacing="leading")
+    ddim.set_timesteps(10)
+    want = ((1 - ddim.alphas_cumprod[ddim.timesteps]) / ddim.alphas_cumprod[ddim.timesteps]) ** 0.5
+    np.testing.assert_allclose(sigmas_for("DDIM", 10, denoiser)[:-1].numpy(), want.numpy(), rtol=5e-5)
+    trailing = EulerDiscreteScheduler(**SD, timestep_spacing="trailing")
+    trailing.set_timesteps(10)
+    np.testing.assert_allclose(sigmas_for("Simple", 10, denoiser).numpy(), trailing.sigmas.numpy(), rtol=5e-5)
+
+
+def test_schedule_identities(denoiser):
+    from sdrt.sampling.schedules import AYS_SIGMAS, get_sigmas_beta, get_sigmas_polyexponential
+
+    assert torch.allclose(sigmas_for("Polyexponential", 12, denoiser), sigmas_for("Exponential", 12, denoiser))
+    assert not torch.allclose(get_sigmas_polyexponential(12, 0.03, 14.6, rho=2.0), sigmas_for("Exponential", 12, denoiser))
+    assert torch.allclose(sigmas_for("Normal", 12, denoiser), sigmas_for("Uniform", 12, denoiser), rtol=1e-4)
+    ays = sigmas_for("Align Your Steps", 11, denoiser)
+    assert ays[:-1].tolist() == pytest.approx(list(AYS_SIGMAS["sd1"]))
+    ays10 = sigmas_for("Align Your Steps", 10, denoiser)
+    assert ays10[0] == pytest.approx(14.615) and ays10[-2] == pytest.approx(0.029)
+    beta = get_sigmas_beta(11, 0.03, 14.6)  # Beta(0.6, 0.6) is symmetric: the middle quantile is the midpoint
+    assert beta[5].item() == pytest.approx((0.03 + 14.6) / 2, rel=1e-6)

@@ -8,7 +8,9 @@ import torch
 
 from .samplers import (sample_dpm_2, sample_dpm_2_ancestral, sample_dpmpp_2m, sample_dpmpp_2s_ancestral,
                        sample_euler, sample_euler_ancestral, sample_heun)
-from .schedules import get_sigmas_exponential, get_sigmas_karras
+from .schedules import (get_sigmas_align_your_steps, get_sigmas_beta, get_sigmas_ddim, get_sigmas_exponential,
+                        get_sigmas_karras, get_sigmas_normal, get_sigmas_polyexponential, get_sigmas_sgm_uniform,
+                        get_sigmas_simple)
 
 
 CHURN = ("s_churn", "s_tmin", "s_tmax", "s_noise")
@@ -35,7 +37,20 @@ SAMPLERS: dict[str, SamplerInfo] = {
     )
 }
 samplers = {name: info.function for name, info in SAMPLERS.items()}
-SCHEDULERS = ("Automatic", "Uniform", "Karras", "Exponential")
+# A1111's schedule names; "Automatic" is the sampler's default (else the model's own, Uniform).
+SCHEDULE_FUNCTIONS: dict[str, Callable] = {
+    "Uniform": lambda n, d: d.get_sigmas(n),
+    "Karras": lambda n, d: get_sigmas_karras(n, d.sigma_min, d.sigma_max),
+    "Exponential": lambda n, d: get_sigmas_exponential(n, d.sigma_min, d.sigma_max),
+    "Polyexponential": lambda n, d: get_sigmas_polyexponential(n, d.sigma_min, d.sigma_max),
+    "SGM Uniform": get_sigmas_sgm_uniform,
+    "Simple": get_sigmas_simple,
+    "Normal": get_sigmas_normal,
+    "DDIM": get_sigmas_ddim,
+    "Beta": lambda n, d: get_sigmas_beta(n, d.sigma_min, d.sigma_max),
+    "Align Your Steps": lambda n, d: get_sigmas_align_your_steps(n, getattr(d, "family", "sd1")),
+}
+SCHEDULERS = ("Automatic", *SCHEDULE_FUNCTIONS)
 
 
 def resolve_sampler(sampler_name: str, scheduler: str = "Automatic") -> tuple[SamplerInfo, str]:
@@ -44,6 +59,7 @@ def resolve_sampler(sampler_name: str, scheduler: str = "Automatic") -> tuple[Sa
     for sched in SCHEDULERS[1:]:
         if name.endswith(" " + sched) and name[: -len(sched) - 1] in SAMPLERS:
             name, scheduler = name[: -len(sched) - 1], sched
+            break
     if name not in SAMPLERS:
         raise ValueError(f"sampler_name={sampler_name!r} is unknown; valid: {', '.join(SAMPLERS)}")
     if scheduler not in SCHEDULERS:
@@ -60,14 +76,12 @@ def sigmas_for(schedule: str, steps: int, denoiser, *, discard_next_to_last_sigm
     if discard_next_to_last_sigma:
         sigmas = sigmas_for(schedule, steps + 1, denoiser)
         return torch.cat([sigmas[:-2], sigmas[-1:]])
-    if schedule == "Uniform":
-        return denoiser.get_sigmas(steps)
-    if schedule == "Karras":
-        return get_sigmas_karras(steps, denoiser.sigma_min, denoiser.sigma_max)
-    if schedule == "Exponential":
-        return get_sigmas_exponential(steps, denoiser.sigma_min, denoiser.sigma_max)
-    raise ValueError(f"schedule {schedule!r} has no sigma function")
+    if schedule not in SCHEDULE_FUNCTIONS:
+        raise ValueError(f"schedule {schedule!r} has no sigma function")
+    return SCHEDULE_FUNCTIONS[schedule](steps, denoiser)
 
 
-__all__ = ["CHURN", "SAMPLERS", "SCHEDULERS", "SamplerInfo", "get_sigmas_exponential", "get_sigmas_karras",
-           "resolve_sampler", "samplers", "sigmas_for"]
+__all__ = ["CHURN", "SAMPLERS", "SCHEDULERS", "SCHEDULE_FUNCTIONS", "SamplerInfo", "get_sigmas_align_your_steps",
+           "get_sigmas_beta", "get_sigmas_ddim", "get_sigmas_exponential", "get_sigmas_karras", "get_sigmas_normal",
+           "get_sigmas_polyexponential", "get_sigmas_sgm_uniform", "get_sigmas_simple", "resolve_sampler", "samplers",
+           "sigmas_for"]

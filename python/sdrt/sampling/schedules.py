@@ -44,3 +44,71 @@ def get_sigmas_karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7
 def get_sigmas_exponential(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     """Sigmas evenly spaced in log sigma."""
     return append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64).exp())
+
+
+def get_sigmas_polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """k-diffusion's polyexponential schedule: log sigma follows a polynomial ramp (rho 1 = exponential)."""
+    ramp = torch.linspace(1, 0, n, dtype=torch.float64) ** rho
+    return append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+
+
+def get_sigmas_sgm_uniform(n: int, denoiser) -> torch.Tensor:
+    """SGM Uniform (A1111 sd_schedulers): n timesteps evenly spaced from t(sigma_max), excluding t(sigma_min)."""
+    start = denoiser.sigma_to_t(torch.tensor(denoiser.sigma_max))
+    end = denoiser.sigma_to_t(torch.tensor(denoiser.sigma_min))
+    t = torch.linspace(float(start), float(end), n + 1)[:-1]
+    return append_zero(denoiser.t_to_sigma(t).double())
+
+
+def get_sigmas_simple(n: int, denoiser) -> torch.Tensor:
+    """Simple (A1111): every (1000 / n)-th model sigma from the top."""
+    sigmas = denoiser.sigmas
+    stride = len(sigmas) / n
+    return append_zero(torch.tensor([float(sigmas[-(1 + int(i * stride))]) for i in range(n)], dtype=torch.float64))
+
+
+def get_sigmas_normal(n: int, denoiser) -> torch.Tensor:
+    """Normal (A1111): n timesteps evenly spaced from t(sigma_max) to t(sigma_min) inclusive."""
+    start = denoiser.sigma_to_t(torch.tensor(denoiser.sigma_max))
+    end = denoiser.sigma_to_t(torch.tensor(denoiser.sigma_min))
+    return append_zero(denoiser.t_to_sigma(torch.linspace(float(start), float(end), n)).double())
+
+
+def get_sigmas_ddim(n: int, denoiser) -> torch.Tensor:
+    """DDIM (A1111): model sigmas at a fixed stride from index 1, reversed (Song et al. 2021 spacing)."""
+    sigmas = denoiser.sigmas
+    stride = max(len(sigmas) // n, 1)
+    picked = [float(sigmas[i]) for i in range(1, len(sigmas), stride)][::-1]
+    return append_zero(torch.tensor(picked, dtype=torch.float64))
+
+
+def get_sigmas_beta(n: int, sigma_min: float, sigma_max: float, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
+    """Beta (A1111, Lee et al. 2024 "Beta Sampling is All You Need"): sigma_min + ppf * (sigma_max -
+    sigma_min) at the Beta(alpha, beta) quantiles of 1 - linspace(0, 1, n). The quantile function is
+    scipy's."""
+    from scipy import stats
+
+    q = 1 - torch.linspace(0, 1, n, dtype=torch.float64)
+    ppf = torch.tensor(stats.beta.ppf(q.numpy(), alpha, beta), dtype=torch.float64)
+    return append_zero(sigma_min + ppf * (sigma_max - sigma_min))
+
+
+# Align Your Steps (Sabour et al. 2024), NVIDIA's published 10-step sigmas for SD1.5 and SDXL.
+AYS_SIGMAS = {
+    "sd1": (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029),
+    "sdxl": (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029),
+}
+
+
+def get_sigmas_align_your_steps(n: int, family: str = "sd1") -> torch.Tensor:
+    """The published schedule, log-linearly interpolated to n sigmas when n != 11 (A1111)."""
+    table = torch.tensor(AYS_SIGMAS[family], dtype=torch.float64)
+    if n == len(table):
+        return append_zero(table)
+    logs = table.flip(0).log()
+    xs = torch.linspace(0, 1, len(table), dtype=torch.float64)
+    new_xs = torch.linspace(0, 1, n, dtype=torch.float64)
+    idx = torch.searchsorted(xs, new_xs, right=True).clamp(1, len(xs) - 1)
+    x0, x1, y0, y1 = xs[idx - 1], xs[idx], logs[idx - 1], logs[idx]
+    interp = y0 + (y1 - y0) * (new_xs - x0) / (x1 - x0)
+    return append_zero(interp.exp().flip(0))
