@@ -73,8 +73,9 @@ def test_every_schedule_is_decreasing_and_ends_at_zero(denoiser, schedule, steps
     s = sigmas_for(schedule, steps, denoiser)
     assert s.shape == (steps + 1,) and s[-1] == 0
     assert torch.all(s[:-1] > s[1:]), s
-    # (Align Your Steps is a published table rounded to 3 decimals: 14.615 vs the model's 14.6146)
-    assert s[0] <= denoiser.sigma_max * (1 + 1e-4) and s[-2] >= denoiser.sigma_min * (1 - 1e-4)
+    # Align Your Steps is a published table rounded to 3 decimals (0.029 vs the model's 0.02917)
+    rel = 1e-2 if schedule == "Align Your Steps" else 1e-5
+    assert s[0] <= denoiser.sigma_max * (1 + rel) and s[-2] >= denoiser.sigma_min * (1 - rel)
 
 
 def test_ddim_and_simple_schedules_match_diffusers_spacings(denoiser):
