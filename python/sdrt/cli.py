@@ -53,6 +53,22 @@ def _cmd_txt2img(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_png_info(args: argparse.Namespace) -> int:
+    import os
+
+    from .pipelines.infotext import parse_infotext
+    from .pipelines.png import read_parameters
+
+    if not os.path.isfile(args.image):
+        raise FileNotFoundError(f"{args.image}: no such file")
+    text = read_parameters(args.image)
+    if text is None:
+        print(f"sdrt png-info: {args.image} has no generation parameters", file=sys.stderr)
+        return 1
+    print(json.dumps(parse_infotext(text), indent=2, ensure_ascii=False) if args.json else text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -81,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     t2i.add_argument("--clip-skip", type=int, default=1)
     t2i.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t2i.set_defaults(func=_cmd_txt2img)
+
+    info_png = sub.add_parser("png-info", help="print the generation parameters stored in an image")
+    info_png.add_argument("image")
+    info_png.add_argument("--json", action="store_true", help="print them parsed, as JSON")
+    info_png.set_defaults(func=_cmd_png_info)
     return parser
 
 

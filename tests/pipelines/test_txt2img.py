@@ -38,7 +38,7 @@ def test_infotext_is_a1111_format(pipe):
     r = pipe.txt2img("a green triangle", "blurry", seed=7, steps=5, cfg_scale=5.5, sampler_name="DPM++ 2M Karras")
     assert r.infotexts[0] == ("a green triangle\nNegative prompt: blurry\nSteps: 5, Sampler: DPM++ 2M, "
                               "Schedule type: Karras, CFG scale: 5.5, Seed: 7, Size: 64x64, Model: toy, "
-                              f"Version: sdrt {sdrt.__version__}")
+                              f"RNG: CPU, Version: sdrt {sdrt.__version__}")
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -47,6 +47,10 @@ def test_infotext_is_a1111_format(pipe):
     (dict(sampler_name="Heunn"), r"sampler_name='Heunn' is unknown"),
     (dict(seed=-5), r"seed=-5"),
     (dict(batch_size=2, prompt=["a", "b", "c"]), r"prompt: expected a string or a list of 2 strings"),
+    (dict(cfg_scale=float("nan")), r"cfg_scale=nan; must be a finite number"),
+    (dict(prompt="x" * 10_000_000), r"prompt: 10000000 characters; at most 65536"),
+    (dict(subseed_strength=1.5), r"subseed_strength=1.5; must be in \[0, 1\]"),
+    (dict(scheduler="Karas"), r"scheduler='Karas' is unknown"),
 ])
 def test_bad_arguments_raise_clear_errors(pipe, kwargs, match):
     prompt = kwargs.pop("prompt", "a red circle")

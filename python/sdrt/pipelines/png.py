@@ -11,5 +11,9 @@ def save_png(image: Image.Image, path: str, infotext: str) -> None:
 
 
 def read_parameters(path: str) -> str | None:
-    with Image.open(path) as im:
-        return im.info.get("parameters")
+    """The infotext of a PNG (``parameters`` chunk); None when the image has none."""
+    try:
+        with Image.open(path) as im:
+            return im.info.get("parameters")
+    except (OSError, Image.UnidentifiedImageError) as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from exc
