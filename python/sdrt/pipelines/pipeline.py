@@ -1,10 +1,15 @@
-"""The Pipeline: prompt -> conditioning -> sampler loop over a backend -> VAE -> images + infotext."""
+"""The Pipeline: prompt -> conditioning -> sampler loop over a backend -> VAE -> images + infotext.
+
+txt2img and img2img (with inpainting) share one generation core, ``_generate``; img2img only adds
+an init latent (and a mask) to start from, as in A1111's processing.py.
+"""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -12,8 +17,11 @@ from .. import __version__, kernels
 from ..prompt.conditioning import ConditioningOptions, conditioning_for_batch
 from ..sampling import resolve_sampler, sigmas_for
 from ..sampling.denoiser import CFGDenoiser, DiscreteEpsDenoiser
+from . import images as imgs
 from .infotext import create_infotext
 from .rng import ImageRNG, resolve_seed
+
+MAX_PROMPT_CHARS = 65536  # ~870 chunks of 75 tokens: far past any useful prompt, refused before any work
 
 
 @dataclass
@@ -31,6 +39,17 @@ class ModelInfo:
     default_size: int
     latent_channels: int = 4
     hash: Optional[str] = None
+
+
+@dataclass
+class _Init:
+    """img2img's starting point for one iteration's batch."""
+    latents: torch.Tensor                 # (B, C, h, w), diffusion space
+    strength: float
+    keep: Optional[torch.Tensor] = None   # (B, C, h, w): 1 = keep the init latent (inpainting)
+    fill: str = "original"
+    originals: Optional[list[Image.Image]] = None  # pasted back outside the mask
+    overlay_masks: Optional[list[Image.Image]] = None
 
 
 class Pipeline:
@@ -59,6 +78,13 @@ class Pipeline:
         pixels = self.backend.vae_decode(vae_latents).contiguous().cpu()
         return [Image.fromarray(a) for a in kernels.to_rgb_uint8(pixels).numpy()]
 
+    def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """RGB images -> diffusion-space latents (the posterior mean: deterministic, where A1111
+        samples the posterior with the global RNG)."""
+        pixels = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1.0
+        latents = self.backend.vae_encode(torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous())
+        return kernels.scale_latents(latents.contiguous().cpu(), self.info.scaling_factor)
+
     def txt2img(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] = "", *, steps: int = 20,
                 sampler_name: str = "Euler a", scheduler: str = "Automatic", cfg_scale: float = 7.0,
                 width: int | None = None, height: int | None = None, seed: int = -1, batch_size: int = 1,
@@ -67,11 +93,77 @@ class Pipeline:
                 eta_noise_seed_delta: int = 0, callback: Callable[[dict], None] | None = None) -> Result:
         """Text to image. `width`/`height` default to the model's native size. Image i of the job
         uses seed + i (A1111)."""
+        return self._generate(**{k: v for k, v in locals().items() if k != "self"}, init_for=None)
+
+    def img2img(self, init_images: Image.Image | Sequence[Image.Image], prompt: str | Sequence[str],
+                negative_prompt: str | Sequence[str] = "", *, denoising_strength: float = 0.75, resize_mode: int = 0,
+                mask: Image.Image | None = None, mask_blur: float = 4, inpainting_fill: int = 1,
+                inpainting_mask_invert: bool = False, steps: int = 20, sampler_name: str = "Euler a",
+                scheduler: str = "Automatic", cfg_scale: float = 7.0, width: int | None = None,
+                height: int | None = None, seed: int = -1, batch_size: int = 1, n_iter: int = 1, clip_skip: int = 1,
+                eta: float = 1.0, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
+                s_noise: float = 1.0, subseed: int = -1, subseed_strength: float = 0.0,
+                eta_noise_seed_delta: int = 0, callback: Callable[[dict], None] | None = None) -> Result:
+        """Image to image, and inpainting when `mask` is given (white = repaint). A1111 semantics:
+        resize_mode 0/1/2 (just resize / crop and resize / resize and fill), denoising_strength runs
+        the last int(strength * steps) + 1 steps of the schedule, mask_blur in pixels,
+        inpainting_fill 0 fill / 1 original / 2 latent noise / 3 latent nothing, and the original
+        pixels restored outside the blurred mask."""
+        inits = [init_images] if isinstance(init_images, Image.Image) else list(init_images)
+        if not inits or not all(isinstance(im, Image.Image) for im in inits):
+            raise ValueError("init_images: expected a PIL image or a non-empty list of PIL images")
+        if not 0.0 <= float(denoising_strength) <= 1.0 or math.isnan(float(denoising_strength)):
+            raise ValueError(f"denoising_strength={denoising_strength}; must be in [0, 1]")
+        if inpainting_fill not in (0, 1, 2, 3):
+            raise ValueError(f"inpainting_fill={inpainting_fill}; valid: 0 fill, 1 original, 2 latent noise, "
+                             "3 latent nothing")
+        if not 0 <= float(mask_blur) <= 64:
+            raise ValueError(f"mask_blur={mask_blur}; must be in [0, 64] pixels")
         width = self.info.default_size if width is None else int(width)
         height = self.info.default_size if height is None else int(height)
-        for name, value in (("width", width), ("height", height)):
-            if value < 8 or value % 8:
-                raise ValueError(f"{name}={value}; must be a positive multiple of 8")
+        _check_size(width, height)
+        if mask is not None:
+            if not isinstance(mask, Image.Image):
+                raise ValueError("mask: expected a PIL image (white = repaint)")
+            if mask.size != inits[0].size:
+                raise ValueError(f"mask: size {mask.size[0]}x{mask.size[1]} does not match the init image's "
+                                 f"{inits[0].size[0]}x{inits[0].size[1]}")
+        resized = [imgs.resize_image(resize_mode, im.convert("RGB"), width, height) for im in inits]
+        prepared_mask = None
+        if mask is not None:
+            m = mask.convert("L")
+            if inpainting_mask_invert:
+                m = Image.eval(m, lambda v: 255 - v)
+            m = imgs.resize_image(resize_mode, m, width, height)
+            prepared_mask = imgs.gaussian_blur_mask(m, mask_blur, mask_blur) if mask_blur > 0 else m
+        fill = imgs.INPAINTING_FILL[inpainting_fill]
+
+        def init_for(batch_size: int, it: int) -> _Init:
+            # image j of the job uses init image j modulo their number (A1111 cycles through them)
+            chosen = [resized[(it * batch_size + j) % len(resized)] for j in range(batch_size)]
+            keep = None
+            if prepared_mask is not None:
+                if fill == "fill":
+                    chosen = [imgs.fill_masked(im, prepared_mask) for im in chosen]
+                k = imgs.latent_keep_mask(prepared_mask, width // 8, height // 8)
+                keep = torch.from_numpy(k)[None, None].expand(batch_size, self.info.latent_channels, -1, -1)
+            return _Init(self.encode(chosen), float(denoising_strength), keep, fill,
+                         [resized[(it * batch_size + j) % len(resized)] for j in range(batch_size)],
+                         [prepared_mask] * batch_size if prepared_mask is not None else None)
+
+        kwargs = {k: v for k, v in locals().items()
+                  if k not in ("self", "init_images", "inits", "resized", "prepared_mask", "fill", "init_for", "m",
+                               "mask", "mask_blur", "inpainting_fill", "inpainting_mask_invert", "resize_mode",
+                               "denoising_strength")}
+        extra = {"Mask blur": _num(mask_blur)} if mask is not None else None
+        return self._generate(**kwargs, init_for=init_for, extra_params=extra)
+
+    def _generate(self, *, prompt, negative_prompt, steps, sampler_name, scheduler, cfg_scale, width, height, seed,
+                  batch_size, n_iter, clip_skip, eta, s_churn, s_tmin, s_tmax, s_noise, subseed, subseed_strength,
+                  eta_noise_seed_delta, callback, init_for, extra_params=None) -> Result:
+        width = self.info.default_size if width is None else int(width)
+        height = self.info.default_size if height is None else int(height)
+        _check_size(width, height)
         for name, value in (("steps", steps), ("batch_size", batch_size), ("n_iter", n_iter), ("clip_skip", clip_skip)):
             if int(value) < 1:
                 raise ValueError(f"{name}={value}; must be >= 1")
@@ -85,47 +177,78 @@ class Pipeline:
         if not 0.0 <= float(subseed_strength) <= 1.0:
             raise ValueError(f"subseed_strength={subseed_strength}; must be in [0, 1]")
         first_subseed = resolve_seed(subseed, "subseed") if subseed_strength else None
-        sigmas = sigmas_for(schedule, int(steps), self.denoiser,
-                            discard_next_to_last_sigma=info.discard_next_to_last_sigma)
+        steps = int(steps)
+        sigmas = sigmas_for(schedule, steps, self.denoiser, discard_next_to_last_sigma=info.discard_next_to_last_sigma)
         given = {"eta": eta, "s_churn": s_churn, "s_tmin": s_tmin, "s_tmax": s_tmax, "s_noise": s_noise}
         sampler_options = {k: float(given[k]) for k in info.options}
         shape = (self.info.latent_channels, height // 8, width // 8)
 
         opts = ConditioningOptions(clip_skip=clip_skip, find_embedding=self.find_embedding)
-        batch_cond = conditioning_for_batch(prompts, negatives, int(steps), self.tokenizer,
-                                            self.backend.encode_text, opts)
+        batch_cond = conditioning_for_batch(prompts, negatives, steps, self.tokenizer, self.backend.encode_text, opts)
         images, seeds, infotexts, all_prompts = [], [], [], []
         for it in range(int(n_iter)):
             batch_seeds = [first_seed + it * batch_size + i for i in range(batch_size)]
             batch_subseeds = None if first_subseed is None else [
                 first_subseed + it * batch_size + i for i in range(batch_size)]
-            denoiser = CFGDenoiser(self.denoiser, batch_cond, cfg_scale)
             rng = ImageRNG(shape, batch_seeds, subseeds=batch_subseeds, subseed_strength=subseed_strength,
                            eta_noise_seed_delta=eta_noise_seed_delta)
-            x = rng.first() * float(sigmas[0])
-            latents = info.function(denoiser, x, sigmas, callback=callback, noise=rng.next, **sampler_options)
-            images += self.decode(latents)
+            noise = rng.first()
+            init = init_for(batch_size, it) if init_for is not None else None
+            if init is None:
+                run_sigmas, x = sigmas, noise * float(sigmas[0])
+            else:
+                run_sigmas, x = self._img2img_start(init, noise, sigmas, steps)
+            denoiser = CFGDenoiser(self.denoiser, batch_cond, cfg_scale,
+                                   init_latent=init.latents if init is not None and init.keep is not None else None,
+                                   keep_mask=init.keep if init is not None else None)
+            latents = info.function(denoiser, x, run_sigmas, callback=callback, noise=rng.next, **sampler_options)
+            if init is not None and init.keep is not None:
+                latents = torch.lerp(init.latents, latents, 1 - init.keep)  # keep the unmasked latents exactly
+            decoded = self.decode(latents)
+            if init is not None and init.overlay_masks is not None:
+                decoded = [imgs.paste_over_original(d, o, m) for d, o, m in zip(decoded, init.originals,
+                                                                                 init.overlay_masks)]
+            images += decoded
             for j, (p, n, s) in enumerate(zip(prompts, negatives, batch_seeds)):
-                params = {"Steps": int(steps), "Sampler": info.name, "Schedule type": scheduler,
+                params = {"Steps": steps, "Sampler": info.name, "Schedule type": scheduler,
                           "CFG scale": _num(cfg_scale), "Seed": s, "Size": f"{width}x{height}",
                           "Model hash": self.info.hash, "Model": self.info.name,
                           "Variation seed": batch_subseeds[j] if batch_subseeds else None,
                           "Variation seed strength": _num(subseed_strength) if batch_subseeds else None,
+                          "Denoising strength": _num(init.strength) if init is not None else None,
                           "Clip skip": clip_skip if clip_skip > 1 else None,
                           "ENSD": int(eta_noise_seed_delta) if eta_noise_seed_delta else None,
                           "RNG": "CPU",  # A1111's default is GPU; CPU is what reproduces across machines
+                          **(extra_params or {}),
                           "Version": f"sdrt {__version__}"}
                 infotexts.append(create_infotext(p, n, params))
             seeds += batch_seeds
             all_prompts += prompts
         return Result(images, seeds, infotexts, all_prompts)
 
+    @staticmethod
+    def _img2img_start(init: _Init, noise: torch.Tensor, sigmas: torch.Tensor, steps: int):
+        """A1111 sample_img2img: t_enc = int(min(strength, 0.999) * steps); run the last t_enc + 1
+        sigmas from init + noise * sigma. Inpainting fills 2/3 replace the masked latents first."""
+        latents = init.latents
+        if init.keep is not None and init.fill == "latent noise":
+            latents = latents * init.keep + noise * (1 - init.keep)
+        elif init.keep is not None and init.fill == "latent nothing":
+            latents = latents * init.keep
+        init.latents = latents
+        t_enc = int(min(init.strength, 0.999) * steps)
+        run = sigmas[steps - t_enc - 1:]
+        return run, latents + noise * float(run[0])
+
+
+def _check_size(width: int, height: int) -> None:
+    for name, value in (("width", width), ("height", height)):
+        if value < 8 or value % 8:
+            raise ValueError(f"{name}={value}; must be a positive multiple of 8")
+
 
 def _num(v: float):
     return int(v) if float(v).is_integer() else float(v)
-
-
-MAX_PROMPT_CHARS = 65536  # ~870 chunks of 75 tokens: far past any useful prompt, refused before any work
 
 
 def _per_image(value: str | Sequence[str], batch_size: int, name: str) -> list[str]:

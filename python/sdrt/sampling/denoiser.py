@@ -68,11 +68,20 @@ class CFGDenoiser:
     A1111 does by default), and each image is combined in one fused pass (sdrt.kernels.cfg_combine).
     """
 
-    def __init__(self, inner: DiscreteEpsDenoiser, batch: Sequence, cfg_scale: float):
+    def __init__(self, inner: DiscreteEpsDenoiser, batch: Sequence, cfg_scale: float, *,
+                 init_latent: torch.Tensor | None = None, keep_mask: torch.Tensor | None = None):
         self.inner, self.batch, self.cfg_scale = inner, list(batch), float(cfg_scale)
         self.step = 0  # A1111 counts model calls, not sampler steps, for prompt schedules
+        # Inpainting: after each call the prediction keeps the init latent where keep_mask is 1.
+        self.init_latent, self.keep_mask = init_latent, keep_mask
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        denoised = self._guided(x, sigma)
+        if self.keep_mask is not None:
+            denoised = torch.lerp(self.init_latent.to(denoised), denoised, 1 - self.keep_mask.to(denoised))
+        return denoised
+
+    def _guided(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         step, self.step = self.step, self.step + 1
         if len(self.batch) != x.shape[0]:
             raise ValueError(f"CFGDenoiser: {len(self.batch)} conditionings for a batch of {x.shape[0]}")
