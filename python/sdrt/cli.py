@@ -22,7 +22,22 @@ def _output_paths(out: str, count: int) -> list[str]:
     return [f"{stem}-{i:02d}.{ext}" for i in range(count)]
 
 
-def _cmd_txt2img(args: argparse.Namespace) -> int:
+def _open_image(path: str, what: str):
+    import os
+
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {path}: no such file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: not a readable image ({exc})") from exc
+
+
+def _generate(args: argparse.Namespace, mode: str) -> int:
     import os
 
     from . import load
@@ -30,27 +45,63 @@ def _cmd_txt2img(args: argparse.Namespace) -> int:
 
     out_dir = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(out_dir):
-        print(f"sdrt txt2img: output folder {out_dir} does not exist", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"output folder {out_dir} does not exist")
+    common = dict(steps=args.steps, sampler_name=args.sampler, scheduler=args.scheduler, cfg_scale=args.cfg_scale,
+                  width=args.width, height=args.height, seed=args.seed, batch_size=args.batch_size,
+                  n_iter=args.n_iter, clip_skip=args.clip_skip, subseed=args.subseed,
+                  subseed_strength=args.subseed_strength)
+    if mode == "img2img":
+        init = _open_image(args.init_image, "init image")
+        mask = _open_image(args.mask, "mask") if args.mask else None
     pipe = load(args.model, device=args.device)
-    total = args.steps * args.n_iter
 
     def progress(info: dict) -> None:
-        done = info["i"] + 1
-        bar = "#" * (30 * done // args.steps)
-        print(f"\rsampling [{bar:<30}] {done}/{args.steps}", end="", file=sys.stderr, flush=True)
+        print(f"\rsampling step {info['i'] + 1}", end="", file=sys.stderr, flush=True)
 
-    result = pipe.txt2img(args.prompt, args.negative_prompt, steps=args.steps, sampler_name=args.sampler,
-                          scheduler=args.scheduler, cfg_scale=args.cfg_scale, width=args.width, height=args.height,
-                          seed=args.seed, batch_size=args.batch_size, n_iter=args.n_iter, clip_skip=args.clip_skip,
-                          callback=None if args.quiet else progress)
-    if not args.quiet and total:
+    callback = None if args.quiet else progress
+    if mode == "txt2img":
+        result = pipe.txt2img(args.prompt, args.negative_prompt, callback=callback, **common)
+    else:
+        result = pipe.img2img(init, args.prompt, args.negative_prompt, denoising_strength=args.denoising_strength,
+                              resize_mode=args.resize_mode, mask=mask, mask_blur=args.mask_blur,
+                              inpainting_fill=args.inpainting_fill, inpainting_mask_invert=args.invert_mask,
+                              callback=callback, **common)
+    if not args.quiet:
         print(file=sys.stderr)
     paths = _output_paths(args.output, len(result.images))
     for path, image, infotext, seed in zip(paths, result.images, result.infotexts, result.seeds):
         save_png(image, path, infotext)
         print(f"wrote {path} (seed {seed})")
     return 0
+
+
+def _cmd_txt2img(args: argparse.Namespace) -> int:
+    return _generate(args, "txt2img")
+
+
+def _cmd_img2img(args: argparse.Namespace) -> int:
+    return _generate(args, "img2img")
+
+
+def _add_generation_arguments(p: argparse.ArgumentParser, default_output: str) -> None:
+    p.add_argument("prompt")
+    p.add_argument("-o", "--output", default=default_output, help="PNG path (numbered when several images)")
+    p.add_argument("-n", "--negative-prompt", default="")
+    p.add_argument("--model", default="toy", help="'toy' (bundled) or a diffusers folder")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--sampler", default="Euler a", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'")
+    p.add_argument("--scheduler", default="Automatic", help="A1111 schedule type, e.g. 'Karras'")
+    p.add_argument("--cfg-scale", type=float, default=7.0)
+    p.add_argument("--width", type=int, default=None, help="default: the model's native size")
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--seed", type=int, default=-1)
+    p.add_argument("--subseed", type=int, default=-1, help="variation seed")
+    p.add_argument("--subseed-strength", type=float, default=0.0, help="variation strength")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--n-iter", type=int, default=1)
+    p.add_argument("--clip-skip", type=int, default=1)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
 def _cmd_png_info(args: argparse.Namespace) -> int:
@@ -80,23 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_cmd_info)
 
     t2i = sub.add_parser("txt2img", help="generate images from a prompt")
-    t2i.add_argument("prompt")
-    t2i.add_argument("-o", "--output", default="txt2img.png", help="PNG path (numbered when several images)")
-    t2i.add_argument("-n", "--negative-prompt", default="")
-    t2i.add_argument("--model", default="toy", help="'toy' (bundled) or a diffusers folder")
-    t2i.add_argument("--device", default="cpu")
-    t2i.add_argument("--steps", type=int, default=20)
-    t2i.add_argument("--sampler", default="Euler a", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'")
-    t2i.add_argument("--scheduler", default="Automatic")
-    t2i.add_argument("--cfg-scale", type=float, default=7.0)
-    t2i.add_argument("--width", type=int, default=None, help="default: the model's native size")
-    t2i.add_argument("--height", type=int, default=None)
-    t2i.add_argument("--seed", type=int, default=-1)
-    t2i.add_argument("--batch-size", type=int, default=1)
-    t2i.add_argument("--n-iter", type=int, default=1)
-    t2i.add_argument("--clip-skip", type=int, default=1)
-    t2i.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_generation_arguments(t2i, "txt2img.png")
     t2i.set_defaults(func=_cmd_txt2img)
+
+    i2i = sub.add_parser("img2img", help="redraw an image from a prompt (inpaint with --mask)")
+    i2i.add_argument("init_image")
+    _add_generation_arguments(i2i, "img2img.png")
+    i2i.add_argument("--denoising-strength", type=float, default=0.75)
+    i2i.add_argument("--resize-mode", type=int, default=0, help="0 just resize, 1 crop and resize, 2 resize and fill")
+    i2i.add_argument("--mask", default=None, help="inpainting mask image (white = repaint)")
+    i2i.add_argument("--mask-blur", type=float, default=4)
+    i2i.add_argument("--inpainting-fill", type=int, default=1,
+                     help="0 fill, 1 original, 2 latent noise, 3 latent nothing")
+    i2i.add_argument("--invert-mask", action="store_true")
+    i2i.set_defaults(func=_cmd_img2img)
 
     info_png = sub.add_parser("png-info", help="print the generation parameters stored in an image")
     info_png.add_argument("image")
