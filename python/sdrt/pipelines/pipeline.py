@@ -93,7 +93,12 @@ class Pipeline:
                 eta_noise_seed_delta: int = 0, callback: Callable[[dict], None] | None = None) -> Result:
         """Text to image. `width`/`height` default to the model's native size. Image i of the job
         uses seed + i (A1111)."""
-        return self._generate(**{k: v for k, v in locals().items() if k != "self"}, init_for=None)
+        return self._generate(
+            prompt=prompt, negative_prompt=negative_prompt, steps=steps, sampler_name=sampler_name,
+            scheduler=scheduler, cfg_scale=cfg_scale, width=width, height=height, seed=seed, batch_size=batch_size,
+            n_iter=n_iter, clip_skip=clip_skip, eta=eta, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
+            s_noise=s_noise, subseed=subseed, subseed_strength=subseed_strength,
+            eta_noise_seed_delta=eta_noise_seed_delta, callback=callback, init_for=None)
 
     def img2img(self, init_images: Image.Image | Sequence[Image.Image], prompt: str | Sequence[str],
                 negative_prompt: str | Sequence[str] = "", *, denoising_strength: float = 0.75, resize_mode: int = 0,
@@ -151,12 +156,13 @@ class Pipeline:
                          [resized[(it * batch_size + j) % len(resized)] for j in range(batch_size)],
                          [prepared_mask] * batch_size if prepared_mask is not None else None)
 
-        kwargs = {k: v for k, v in locals().items()
-                  if k not in ("self", "init_images", "inits", "resized", "prepared_mask", "fill", "init_for", "m",
-                               "mask", "mask_blur", "inpainting_fill", "inpainting_mask_invert", "resize_mode",
-                               "denoising_strength")}
-        extra = {"Mask blur": _num(mask_blur)} if mask is not None else None
-        return self._generate(**kwargs, init_for=init_for, extra_params=extra)
+        return self._generate(
+            prompt=prompt, negative_prompt=negative_prompt, steps=steps, sampler_name=sampler_name,
+            scheduler=scheduler, cfg_scale=cfg_scale, width=width, height=height, seed=seed, batch_size=batch_size,
+            n_iter=n_iter, clip_skip=clip_skip, eta=eta, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
+            s_noise=s_noise, subseed=subseed, subseed_strength=subseed_strength,
+            eta_noise_seed_delta=eta_noise_seed_delta, callback=callback, init_for=init_for,
+            extra_params={"Mask blur": _num(mask_blur)} if mask is not None else None)
 
     def _generate(self, *, prompt, negative_prompt, steps, sampler_name, scheduler, cfg_scale, width, height, seed,
                   batch_size, n_iter, clip_skip, eta, s_churn, s_tmin, s_tmax, s_noise, subseed, subseed_strength,

@@ -4,7 +4,8 @@ from __future__ import annotations
 from PIL import Image, PngImagePlugin
 
 
-def save_png(image: Image.Image, path: str, infotext: str) -> None:
+def save_png(image: Image.Image, path, infotext: str) -> None:
+    """`path` may be a file name or a binary file object."""
     meta = PngImagePlugin.PngInfo()
     meta.add_text("parameters", infotext)
     image.save(path, format="PNG", pnginfo=meta)
