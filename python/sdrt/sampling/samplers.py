@@ -95,30 +95,38 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *
     return x
 
 
-@torch.no_grad()
-def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback = None,
-                noise: NoiseSource = None, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
-                s_noise: float = 1.0) -> torch.Tensor:
-    """Heun's method (Karras et al. 2022, Alg. 2): an Euler step, corrected by the slope at its end;
-    the last step to sigma 0 is plain Euler."""
+def _churned_two_stage(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callback,
+                       noise: NoiseSource, churn: tuple[float, float, float, float], second_stage) -> torch.Tensor:
+    """The loop Heun and DPM2 share: churn, denoise, plain Euler on the last step to sigma 0,
+    otherwise `second_stage(x, denoised, sigma_hat, sigma_next)`."""
     s = sigmas.tolist()
     draw = _noise_source(noise, x)
     x = x.clone()
     for i in range(len(s) - 1):
-        x, sh = _churn(x, s[i], len(s) - 1, draw, s_churn, s_tmin, s_tmax, s_noise)
+        x, sh = _churn(x, s[i], len(s) - 1, draw, *churn)
         denoised = denoiser(x, _sigma_batch(x, sh)).contiguous()
         _report(callback, i, x, s[i], denoised)
-        sn = s[i + 1]
-        if sn == 0:
-            x = kernels.euler_step(x, denoised, sh, sn, out=x)
-            continue
+        if s[i + 1] == 0:
+            x = kernels.euler_step(x, denoised, sh, 0.0, out=x)
+        else:
+            x = second_stage(x, denoised, sh, s[i + 1])
+    return x
+
+
+@torch.no_grad()
+def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback = None,
+                noise: NoiseSource = None, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
+                s_noise: float = 1.0) -> torch.Tensor:
+    """Heun's method (Karras et al. 2022, Alg. 2): an Euler step, corrected by the slope at its end."""
+    def corrector(x, denoised, sh, sn):
         x_2 = kernels.euler_step(x, denoised, sh, sn)
         denoised_2 = denoiser(x_2, _sigma_batch(x, sn)).contiguous()
         dt = sn - sh
         # x + dt/2 * ((x - denoised)/sh + (x_2 - denoised_2)/sn)
-        x = kernels.linear_combination([x, denoised, x_2, denoised_2],
-                                       [1 + dt / (2 * sh), -dt / (2 * sh), dt / (2 * sn), -dt / (2 * sn)], out=x)
-    return x
+        return kernels.linear_combination([x, denoised, x_2, denoised_2],
+                                          [1 + dt / (2 * sh), -dt / (2 * sh), dt / (2 * sn), -dt / (2 * sn)], out=x)
+
+    return _churned_two_stage(denoiser, x, sigmas, callback, noise, (s_churn, s_tmin, s_tmax, s_noise), corrector)
 
 
 def _log_midpoint(a: float, b: float) -> float:
@@ -130,23 +138,14 @@ def sample_dpm_2(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, c
                  noise: NoiseSource = None, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
                  s_noise: float = 1.0) -> torch.Tensor:
     """DPM-Solver-2 (Lu et al. 2022) in k-diffusion's sample_dpm_2: the slope at the log-midpoint sigma."""
-    s = sigmas.tolist()
-    draw = _noise_source(noise, x)
-    x = x.clone()
-    for i in range(len(s) - 1):
-        x, sh = _churn(x, s[i], len(s) - 1, draw, s_churn, s_tmin, s_tmax, s_noise)
-        denoised = denoiser(x, _sigma_batch(x, sh)).contiguous()
-        _report(callback, i, x, s[i], denoised)
-        sn = s[i + 1]
-        if sn == 0:
-            x = kernels.euler_step(x, denoised, sh, sn, out=x)
-            continue
+    def midpoint(x, denoised, sh, sn):
         mid = _log_midpoint(sh, sn)
         x_2 = kernels.euler_step(x, denoised, sh, mid)
         denoised_2 = denoiser(x_2, _sigma_batch(x, mid)).contiguous()
         dt = sn - sh
-        x = kernels.linear_combination([x, x_2, denoised_2], [1.0, dt / mid, -dt / mid], out=x)
-    return x
+        return kernels.linear_combination([x, x_2, denoised_2], [1.0, dt / mid, -dt / mid], out=x)
+
+    return _churned_two_stage(denoiser, x, sigmas, callback, noise, (s_churn, s_tmin, s_tmax, s_noise), midpoint)
 
 
 @torch.no_grad()

@@ -97,6 +97,44 @@ def train_vae(vae, *, steps: int, batch: int, lr: float, seed: int, kl_weight: f
             "loss_history": progress.history}
 
 
+def finetune_decoder(vae, *, steps: int, batch: int, lr: float, seed: int,
+                     log: Callable[[str], None] = _log) -> dict:
+    """Decoder-only L1 training on posterior samples of the frozen encoder: sharper, truer colours
+    without moving the latent space (so a UNet trained on it stays valid)."""
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    batches = image_batches(seed, batch, toy_config.RESOLUTION)
+    progress = Progress("decoder", steps, log=log)
+    vae.eval()
+    vae.decoder.train()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr, warmup=50)
+        x, _ = next(batches)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample()
+        loss = F.l1_loss(vae.decode(z).sample, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        progress.update(step, loss.item())
+    vae.eval()
+    return {"steps": steps, "batch": batch, "lr": lr, "seconds": round(progress.seconds, 1),
+            "loss_history": progress.history}
+
+
+def load_components(folder: str):
+    """(vae, text_encoder, unet) from a toy folder, in fp32 for further training."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    common = dict(torch_dtype=torch.float32, local_files_only=True)
+    return (AutoencoderKL.from_pretrained(os.path.join(folder, "vae"), **common),
+            CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), **common),
+            UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"), **common))
+
+
 @torch.no_grad()
 def encode_dataset(vae, tokenizer, *, n: int, seed: int, batch: int = 250) -> dict[str, torch.Tensor]:
     """Posterior mean/std of `n` training images, and their captions' token ids."""
@@ -203,20 +241,33 @@ def save_folder(out: str, vae, text_encoder, unet, record: dict) -> None:
         json.dump(record, f, indent=2)
 
 
-def train(out: str, *, command: str | None = None, seed: int = 0, vae_steps: int = 3000, vae_batch: int = 16, vae_lr: float = 5e-4,
-          dataset_size: int = 40000, unet_steps: int = 6000, unet_batch: int = 64, unet_lr: float = 1e-3,
+def train(out: str, *, command: str | None = None, seed: int = 0, vae_steps: int = 3000, vae_batch: int = 16,
+          vae_lr: float = 5e-4, decoder_steps: int = 0, decoder_lr: float = 3e-4, dataset_size: int = 40000,
+          unet_steps: int = 6000, unet_batch: int = 64, unet_lr: float = 1e-3, resume: str | None = None,
           log: Callable[[str], None] = _log) -> dict:
     from ..prompt import get_tokenizer
 
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
     tokenizer = get_tokenizer()
-    vae, text_encoder, unet = toy_config.build_components(seed)
-    log(f"training the toy model into {out} (seed {seed}, {torch.get_num_threads()} threads)")
-    vae_record = train_vae(vae, steps=vae_steps, batch=vae_batch, lr=vae_lr, seed=seed, log=log)
+    if resume:
+        vae, text_encoder, unet = load_components(resume)
+        with open(os.path.join(resume, "toy_training.json"), encoding="utf-8") as f:
+            previous = json.load(f)
+    else:
+        vae, text_encoder, unet = toy_config.build_components(seed)
+        previous = None
+    log(f"training the toy model into {out} (seed {seed}, {torch.get_num_threads()} threads"
+        f"{', resuming ' + resume if resume else ''})")
+    vae_record = train_vae(vae, steps=vae_steps, batch=vae_batch, lr=vae_lr, seed=seed, log=log) if vae_steps else None
+    decoder_record = (finetune_decoder(vae, steps=decoder_steps, batch=vae_batch, lr=decoder_lr, seed=seed + 3, log=log)
+                      if decoder_steps else None)
     dataset = encode_dataset(vae, tokenizer, n=dataset_size, seed=seed + 1)
-    scaling_factor = measure_scaling_factor(dataset, seed)
-    vae.register_to_config(scaling_factor=scaling_factor)
+    if vae_steps or not resume:
+        scaling_factor = measure_scaling_factor(dataset, seed)
+        vae.register_to_config(scaling_factor=scaling_factor)
+    else:  # the encoder did not change: keep the latent space and its factor
+        scaling_factor = float(vae.config.scaling_factor)
     log(f"latent scaling factor (1 / std of posterior samples): {scaling_factor:.5f}")
     empty_ids = tokenizer("", padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
     unet_ema, unet_record = train_unet(unet, text_encoder, dataset, empty_ids, steps=unet_steps, batch=unet_batch,
@@ -225,7 +276,8 @@ def train(out: str, *, command: str | None = None, seed: int = 0, vae_steps: int
     record = {
         "command": command,
         "seed": seed, "scaling_factor": scaling_factor, "dataset_size": dataset_size, "used_token_rows": used,
-        "vae": vae_record, "unet_and_text_encoder": unet_record,
+        "resumed_from": previous, "vae": vae_record, "decoder_finetune": decoder_record,
+        "unet_and_text_encoder": unet_record,
         "total_seconds": round(time.perf_counter() - started, 1),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
@@ -244,10 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unet-steps", type=int, default=6000)
     p.add_argument("--dataset-size", type=int, default=40000)
     p.add_argument("--unet-batch", type=int, default=64)
+    p.add_argument("--unet-lr", type=float, default=1e-3)
+    p.add_argument("--decoder-steps", type=int, default=0, help="decoder-only fine-tuning steps after the VAE")
+    p.add_argument("--resume", default=None, help="continue from the weights in this toy folder")
     args = p.parse_args(argv)
     command = "python -m sdrt.toy.train " + " ".join(argv if argv is not None else sys.argv[1:])
     train(args.out, command=command, seed=args.seed, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
-          dataset_size=args.dataset_size, unet_batch=args.unet_batch)
+          dataset_size=args.dataset_size, unet_batch=args.unet_batch, unet_lr=args.unet_lr,
+          decoder_steps=args.decoder_steps, resume=args.resume)
     return 0
 
 
