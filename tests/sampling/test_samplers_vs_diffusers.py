@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import (EulerDiscreteScheduler, HeunDiscreteScheduler, KDPM2AncestralDiscreteScheduler,
-                       KDPM2DiscreteScheduler)
+                       KDPM2DiscreteScheduler, LMSDiscreteScheduler)
 
 from sdrt.sampling import samplers
 from sdrt.sampling.denoiser import DiscreteEpsDenoiser
@@ -45,6 +45,8 @@ def run_diffusers(sched, x, unet, noise_gen=None):
     ("Heun", HeunDiscreteScheduler, dict()),
     ("Heun", HeunDiscreteScheduler, dict(use_karras_sigmas=True)),
     ("DPM2", KDPM2DiscreteScheduler, dict()),
+    ("LMS", LMSDiscreteScheduler, dict()),
+    ("LMS", LMSDiscreteScheduler, dict(use_karras_sigmas=True)),
     # (KDPM2 with use_karras_sigmas rounds the main timesteps to integers, which k-diffusion and
     # A1111 do not: ~2e-4 apart by design, so that combination is not an oracle.)
 ])

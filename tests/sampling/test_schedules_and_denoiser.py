@@ -59,7 +59,7 @@ def test_sampler_names_and_legacy_names():
     info, schedule = resolve_sampler("DPM++ 2M Karras")
     assert info.name == "DPM++ 2M" and schedule == "Karras"
     assert resolve_sampler("Euler", "Exponential")[1] == "Exponential"
-    with pytest.raises(ValueError, match=r"sampler_name='Eulr' is unknown; valid: Euler, Euler a, Heun, DPM2, "
+    with pytest.raises(ValueError, match=r"sampler_name='Eulr' is unknown; valid: Euler, Euler a, LMS, Heun, DPM2, "
                                          r"DPM2 a, DPM\+\+ 2S a, DPM\+\+ 2M"):
         resolve_sampler("Eulr")
     with pytest.raises(ValueError, match=r"scheduler='Karas' is unknown"):

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from .samplers import (sample_dpm_2, sample_dpm_2_ancestral, sample_dpmpp_2m, sample_dpmpp_2s_ancestral,
-                       sample_euler, sample_euler_ancestral, sample_heun)
+                       sample_euler, sample_euler_ancestral, sample_heun, sample_lms)
 from .schedules import (get_sigmas_align_your_steps, get_sigmas_beta, get_sigmas_ddim, get_sigmas_exponential,
                         get_sigmas_karras, get_sigmas_normal, get_sigmas_polyexponential, get_sigmas_sgm_uniform,
                         get_sigmas_simple)
@@ -29,6 +29,7 @@ SAMPLERS: dict[str, SamplerInfo] = {
     info.name: info for info in (
         SamplerInfo("Euler", sample_euler, "Uniform", CHURN),
         SamplerInfo("Euler a", sample_euler_ancestral, "Uniform", ("eta",)),
+        SamplerInfo("LMS", sample_lms, "Uniform"),
         SamplerInfo("Heun", sample_heun, "Uniform", CHURN),
         SamplerInfo("DPM2", sample_dpm_2, "Karras", CHURN, discard_next_to_last_sigma=True),
         SamplerInfo("DPM2 a", sample_dpm_2_ancestral, "Karras", ("eta",), discard_next_to_last_sigma=True),

@@ -193,3 +193,37 @@ def sample_dpmpp_2s_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch
         if s[i + 1] > 0:
             x = kernels.linear_combination([x, draw()], [1.0, s_noise * up], out=x)
     return x
+
+
+def _lms_coefficient(order: int, t: list[float], i: int, j: int) -> float:
+    """Integral over [t_i, t_{i+1}] of the j-th Lagrange basis polynomial through t_i ... t_{i-order+1}
+    (k-diffusion linear_multistep_coeff; the quadrature is scipy's, as in k-diffusion and diffusers)."""
+    from scipy import integrate
+
+    def basis(tau: float) -> float:
+        prod = 1.0
+        for k in range(order):
+            if k != j:
+                prod *= (tau - t[i - k]) / (t[i - j] - t[i - k])
+        return prod
+
+    return integrate.quad(basis, t[i], t[i + 1], epsrel=1e-4)[0]
+
+
+@torch.no_grad()
+def sample_lms(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback = None,
+               noise: NoiseSource = None, order: int = 4) -> torch.Tensor:
+    """Linear multistep (k-diffusion sample_lms): Adams-Bashforth in sigma over the last `order` slopes."""
+    s = sigmas.tolist()
+    x = x.clone()
+    slopes: list[torch.Tensor] = []
+    for i in range(len(s) - 1):
+        denoised = denoiser(x, _sigma_batch(x, s[i])).contiguous()
+        _report(callback, i, x, s[i], denoised)
+        slopes.append(kernels.linear_combination([x, denoised], [1 / s[i], -1 / s[i]]))
+        if len(slopes) > order:
+            slopes.pop(0)
+        cur = min(i + 1, order)
+        coeffs = [_lms_coefficient(cur, s, i, j) for j in range(cur)]
+        x = kernels.linear_combination([x, *reversed(slopes)], [1.0, *coeffs], out=x)
+    return x
