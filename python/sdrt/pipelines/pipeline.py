@@ -15,7 +15,7 @@ from PIL import Image
 
 from .. import __version__, kernels
 from ..prompt.conditioning import ConditioningOptions, conditioning_for_batch
-from ..sampling import resolve_sampler, sigmas_for
+from ..sampling import resolve_sampler, schedule_label, sigmas_for
 from ..sampling.denoiser import CFGDenoiser, DiscreteEpsDenoiser
 from . import images as imgs
 from .infotext import create_infotext
@@ -216,7 +216,7 @@ class Pipeline:
                                                                                  init.overlay_masks)]
             images += decoded
             for j, (p, n, s) in enumerate(zip(prompts, negatives, batch_seeds)):
-                params = {"Steps": steps, "Sampler": info.name, "Schedule type": scheduler,
+                params = {"Steps": steps, "Sampler": info.name, "Schedule type": schedule_label(sampler_name, scheduler),
                           "CFG scale": _num(cfg_scale), "Seed": s, "Size": f"{width}x{height}",
                           "Model hash": self.info.hash, "Model": self.info.name,
                           "Variation seed": batch_subseeds[j] if batch_subseeds else None,

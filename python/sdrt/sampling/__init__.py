@@ -55,7 +55,8 @@ SCHEDULERS = ("Automatic", *SCHEDULE_FUNCTIONS)
 
 
 def resolve_sampler(sampler_name: str, scheduler: str = "Automatic") -> tuple[SamplerInfo, str]:
-    """(sampler, concrete schedule) from A1111 names; legacy 'DPM++ 2M Karras' splits into both."""
+    """(sampler, concrete schedule) from A1111 names; legacy 'DPM++ 2M Karras' splits into both.
+    The schedule label to report is `schedule_label` of the same arguments."""
     name = sampler_name
     for sched in SCHEDULERS[1:]:
         if name.endswith(" " + sched) and name[: -len(sched) - 1] in SAMPLERS:
@@ -67,6 +68,15 @@ def resolve_sampler(sampler_name: str, scheduler: str = "Automatic") -> tuple[Sa
         raise ValueError(f"scheduler={scheduler!r} is unknown; valid: {', '.join(SCHEDULERS)}")
     info = SAMPLERS[name]
     return info, info.default_scheduler if scheduler == "Automatic" else scheduler
+
+
+def schedule_label(sampler_name: str, scheduler: str = "Automatic") -> str:
+    """What A1111 writes as "Schedule type": the schedule named in a legacy sampler name, else the
+    scheduler as given ("Automatic" included)."""
+    for sched in SCHEDULERS[1:]:
+        if sampler_name.endswith(" " + sched) and sampler_name[: -len(sched) - 1] in SAMPLERS:
+            return sched
+    return scheduler
 
 
 def sigmas_for(schedule: str, steps: int, denoiser, *, discard_next_to_last_sigma: bool = False) -> torch.Tensor:
@@ -85,4 +95,4 @@ def sigmas_for(schedule: str, steps: int, denoiser, *, discard_next_to_last_sigm
 __all__ = ["CHURN", "SAMPLERS", "SCHEDULERS", "SCHEDULE_FUNCTIONS", "SamplerInfo", "get_sigmas_align_your_steps",
            "get_sigmas_beta", "get_sigmas_ddim", "get_sigmas_exponential", "get_sigmas_karras", "get_sigmas_normal",
            "get_sigmas_polyexponential", "get_sigmas_sgm_uniform", "get_sigmas_simple", "resolve_sampler", "samplers",
-           "sigmas_for"]
+           "schedule_label", "sigmas_for"]

@@ -52,7 +52,7 @@ def acceptance_prompts(per_combination: int = 3) -> list[AcceptancePrompt]:
 
 
 def run_acceptance(pipe, *, sampler_name: str = "Euler a", scheduler: str = "Automatic", steps: int = 20,
-                   cfg_scale: float = 7.0, batch: int = 16, save_dir: Optional[str] = None) -> dict:
+                   cfg_scale: float = 5.0, batch: int = 16, save_dir: Optional[str] = None) -> dict:
     """Generate every acceptance prompt with `pipe` and score it; returns accuracies and per-prompt results."""
     import numpy as np
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="toy")
     p.add_argument("--sampler", action="append", help="repeatable; default: 'Euler a' and 'DPM++ 2M Karras'")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg-scale", type=float, default=7.0)
+    p.add_argument("--cfg-scale", type=float, default=5.0)
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--save-images", default=None, help="folder to save the generated images in")
     args = p.parse_args(argv)
