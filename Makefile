@@ -25,11 +25,11 @@ $(STAMP): $(PY) $(SOURCES)
 
 setup: $(STAMP)
 
-DEMO_PROMPT ?= a large red circle in the top left on a white background
+DEMO_PROMPT ?= a large blue circle in the top left on a white background
 
 demo: setup
 	$(VENV)/bin/sdrt info
-	$(VENV)/bin/sdrt txt2img "$(DEMO_PROMPT)" --seed 1 -o demo.png
+	$(VENV)/bin/sdrt txt2img "$(DEMO_PROMPT)" --seed 1 --cfg-scale 5 -o demo.png
 
 test: setup
 	$(PY) -m pytest -q
