@@ -82,3 +82,12 @@ def test_load_errors(tmp_path):
         sdrt.load(str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match=r"is not a diffusers folder"):
         sdrt.load(str(tmp_path))
+
+
+def test_should_stop_interrupts_within_one_step(pipe):
+    calls = []
+    result = pipe.txt2img("a blue square", seed=3, steps=20, n_iter=3,
+                          callback=lambda info: calls.append(info["i"]), should_stop=lambda: len(calls) >= 5)
+    assert result.interrupted and calls == [0, 1, 2, 3, 4]
+    assert len(result.images) == 1 and result.images[0].size == (64, 64)  # the first batch, later ones never ran
+    assert not pipe.txt2img("a blue square", seed=3, steps=2).interrupted

@@ -16,7 +16,7 @@ from PIL import Image
 from .. import __version__, kernels
 from ..prompt.conditioning import ConditioningOptions, conditioning_for_batch
 from ..sampling import resolve_sampler, schedule_label, sigmas_for
-from ..sampling.denoiser import CFGDenoiser, DiscreteEpsDenoiser
+from ..sampling.denoiser import CFGDenoiser, DiscreteEpsDenoiser, Interrupted
 from . import images as imgs
 from .infotext import create_infotext
 from .rng import ImageRNG, resolve_seed
@@ -30,6 +30,7 @@ class Result:
     seeds: list[int]
     infotexts: list[str]
     prompts: list[str] = field(default_factory=list)
+    interrupted: bool = False  # stopped by should_stop(): the last batch is its latest prediction
 
 
 @dataclass
@@ -90,7 +91,8 @@ class Pipeline:
                 width: int | None = None, height: int | None = None, seed: int = -1, batch_size: int = 1,
                 n_iter: int = 1, clip_skip: int = 1, eta: float = 1.0, s_churn: float = 0.0, s_tmin: float = 0.0,
                 s_tmax: float = float("inf"), s_noise: float = 1.0, subseed: int = -1, subseed_strength: float = 0.0,
-                eta_noise_seed_delta: int = 0, callback: Callable[[dict], None] | None = None) -> Result:
+                eta_noise_seed_delta: int = 0, callback: Callable[[dict], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Result:
         """Text to image. `width`/`height` default to the model's native size. Image i of the job
         uses seed + i (A1111)."""
         return self._generate(
@@ -98,7 +100,7 @@ class Pipeline:
             scheduler=scheduler, cfg_scale=cfg_scale, width=width, height=height, seed=seed, batch_size=batch_size,
             n_iter=n_iter, clip_skip=clip_skip, eta=eta, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
             s_noise=s_noise, subseed=subseed, subseed_strength=subseed_strength,
-            eta_noise_seed_delta=eta_noise_seed_delta, callback=callback, init_for=None)
+            eta_noise_seed_delta=eta_noise_seed_delta, callback=callback, should_stop=should_stop, init_for=None)
 
     def img2img(self, init_images: Image.Image | Sequence[Image.Image], prompt: str | Sequence[str],
                 negative_prompt: str | Sequence[str] = "", *, denoising_strength: float = 0.75, resize_mode: int = 0,
@@ -108,7 +110,8 @@ class Pipeline:
                 height: int | None = None, seed: int = -1, batch_size: int = 1, n_iter: int = 1, clip_skip: int = 1,
                 eta: float = 1.0, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
                 s_noise: float = 1.0, subseed: int = -1, subseed_strength: float = 0.0,
-                eta_noise_seed_delta: int = 0, callback: Callable[[dict], None] | None = None) -> Result:
+                eta_noise_seed_delta: int = 0, callback: Callable[[dict], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Result:
         """Image to image, and inpainting when `mask` is given (white = repaint). A1111 semantics:
         resize_mode 0/1/2 (just resize / crop and resize / resize and fill), denoising_strength runs
         the last int(strength * steps) + 1 steps of the schedule, mask_blur in pixels,
@@ -161,12 +164,15 @@ class Pipeline:
             scheduler=scheduler, cfg_scale=cfg_scale, width=width, height=height, seed=seed, batch_size=batch_size,
             n_iter=n_iter, clip_skip=clip_skip, eta=eta, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
             s_noise=s_noise, subseed=subseed, subseed_strength=subseed_strength,
-            eta_noise_seed_delta=eta_noise_seed_delta, callback=callback, init_for=init_for,
+            eta_noise_seed_delta=eta_noise_seed_delta, callback=callback, should_stop=should_stop, init_for=init_for,
             extra_params={"Mask blur": _num(mask_blur)} if mask is not None else None)
 
     def _generate(self, *, prompt, negative_prompt, steps, sampler_name, scheduler, cfg_scale, width, height, seed,
                   batch_size, n_iter, clip_skip, eta, s_churn, s_tmin, s_tmax, s_noise, subseed, subseed_strength,
-                  eta_noise_seed_delta, callback, init_for, extra_params=None) -> Result:
+                  eta_noise_seed_delta, callback, should_stop, init_for, extra_params=None) -> Result:
+        """`callback(info)` runs after every model call; `should_stop()` is asked before each one and,
+        once true, ends the job: the current batch is decoded from its latest prediction and no
+        further batches run (A1111's interrupt)."""
         width = self.info.default_size if width is None else int(width)
         height = self.info.default_size if height is None else int(height)
         _check_size(width, height)
@@ -192,7 +198,10 @@ class Pipeline:
         opts = ConditioningOptions(clip_skip=clip_skip, find_embedding=self.find_embedding)
         batch_cond = conditioning_for_batch(prompts, negatives, steps, self.tokenizer, self.backend.encode_text, opts)
         images, seeds, infotexts, all_prompts = [], [], [], []
+        interrupted = False
         for it in range(int(n_iter)):
+            if interrupted:
+                break
             batch_seeds = [first_seed + it * batch_size + i for i in range(batch_size)]
             batch_subseeds = None if first_subseed is None else [
                 first_subseed + it * batch_size + i for i in range(batch_size)]
@@ -206,8 +215,13 @@ class Pipeline:
                 run_sigmas, x = self._img2img_start(init, noise, sigmas, steps)
             denoiser = CFGDenoiser(self.denoiser, batch_cond, cfg_scale,
                                    init_latent=init.latents if init is not None and init.keep is not None else None,
-                                   keep_mask=init.keep if init is not None else None)
-            latents = info.function(denoiser, x, run_sigmas, callback=callback, noise=rng.next, **sampler_options)
+                                   keep_mask=init.keep if init is not None else None, should_stop=should_stop)
+            try:
+                latents = info.function(denoiser, x, run_sigmas, callback=callback, noise=rng.next,
+                                        **sampler_options)
+            except Interrupted:
+                interrupted = True
+                latents = denoiser.last_denoised if denoiser.last_denoised is not None else x
             if init is not None and init.keep is not None:
                 latents = torch.lerp(init.latents, latents, 1 - init.keep)  # keep the unmasked latents exactly
             decoded = self.decode(latents)
@@ -230,7 +244,7 @@ class Pipeline:
                 infotexts.append(create_infotext(p, n, params))
             seeds += batch_seeds
             all_prompts += prompts
-        return Result(images, seeds, infotexts, all_prompts)
+        return Result(images, seeds, infotexts, all_prompts, interrupted)
 
     @staticmethod
     def _img2img_start(init: _Init, noise: torch.Tensor, sigmas: torch.Tensor, steps: int):

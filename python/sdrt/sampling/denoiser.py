@@ -7,7 +7,7 @@ one fused pass in ``sdrt.kernels.cfg_combine``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -59,6 +59,10 @@ class DiscreteEpsDenoiser:
         return x - eps * sigma.view(-1, 1, 1, 1)
 
 
+class Interrupted(Exception):
+    """Raised inside the sampler loop when the caller asked to stop (A1111's interrupt)."""
+
+
 class CFGDenoiser:
     """Classifier-free guidance with A1111's composable diffusion over a batch of images.
 
@@ -69,16 +73,22 @@ class CFGDenoiser:
     """
 
     def __init__(self, inner: DiscreteEpsDenoiser, batch: Sequence, cfg_scale: float, *,
-                 init_latent: torch.Tensor | None = None, keep_mask: torch.Tensor | None = None):
+                 init_latent: torch.Tensor | None = None, keep_mask: torch.Tensor | None = None,
+                 should_stop: Callable[[], bool] | None = None):
         self.inner, self.batch, self.cfg_scale = inner, list(batch), float(cfg_scale)
         self.step = 0  # A1111 counts model calls, not sampler steps, for prompt schedules
         # Inpainting: after each call the prediction keeps the init latent where keep_mask is 1.
         self.init_latent, self.keep_mask = init_latent, keep_mask
+        self.should_stop = should_stop
+        self.last_denoised: torch.Tensor | None = None  # what an interrupted run returns (A1111)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if self.should_stop is not None and self.should_stop():
+            raise Interrupted
         denoised = self._guided(x, sigma)
         if self.keep_mask is not None:
             denoised = torch.lerp(self.init_latent.to(denoised), denoised, 1 - self.keep_mask.to(denoised))
+        self.last_denoised = denoised
         return denoised
 
     def _guided(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
