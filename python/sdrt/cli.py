@@ -56,7 +56,9 @@ def _generate(args: argparse.Namespace, mode: str) -> int:
     pipe = load(args.model, device=args.device)
 
     def progress(info: dict) -> None:
-        print(f"\rsampling step {info['i'] + 1}", end="", file=sys.stderr, flush=True)
+        done, total = info["i"] + 1, info["total"]
+        bar = "#" * (30 * done // total)
+        print(f"\rsampling [{bar:<30}] {done}/{total}", end="", file=sys.stderr, flush=True)
 
     callback = None if args.quiet else progress
     if mode == "txt2img":

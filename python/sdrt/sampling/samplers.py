@@ -22,9 +22,9 @@ def _sigma_batch(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.full((x.shape[0],), sigma, dtype=torch.float32, device=x.device)
 
 
-def _report(callback: Callback, i: int, x: torch.Tensor, sigma: float, denoised: torch.Tensor) -> None:
+def _report(callback: Callback, i: int, total: int, x: torch.Tensor, sigma: float, denoised: torch.Tensor) -> None:
     if callback is not None:
-        callback({"i": i, "x": x, "sigma": sigma, "denoised": denoised})
+        callback({"i": i, "total": total, "x": x, "sigma": sigma, "denoised": denoised})
 
 
 def _noise_source(noise: NoiseSource, x: torch.Tensor) -> Callable[[], torch.Tensor]:
@@ -56,7 +56,7 @@ def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, c
     for i in range(len(s) - 1):
         x, sigma_hat = _churn(x, s[i], len(s) - 1, draw, s_churn, s_tmin, s_tmax, s_noise)
         denoised = denoiser(x, _sigma_batch(x, sigma_hat))
-        _report(callback, i, x, s[i], denoised)
+        _report(callback, i, len(s) - 1, x, s[i], denoised)
         x = kernels.euler_step(x, denoised.contiguous(), sigma_hat, s[i + 1], out=x)
     return x
 
@@ -70,7 +70,7 @@ def sample_euler_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Te
     x = x.clone()
     for i in range(len(s) - 1):
         denoised = denoiser(x, _sigma_batch(x, s[i]))
-        _report(callback, i, x, s[i], denoised)
+        _report(callback, i, len(s) - 1, x, s[i], denoised)
         if s[i + 1] > 0:
             x = kernels.euler_ancestral_step(x, denoised.contiguous(), draw(), s[i], s[i + 1],
                                              eta=eta, s_noise=s_noise, out=x)
@@ -88,7 +88,7 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *
     old = None
     for i in range(len(s) - 1):
         denoised = denoiser(x, _sigma_batch(x, s[i])).contiguous()
-        _report(callback, i, x, s[i], denoised)
+        _report(callback, i, len(s) - 1, x, s[i], denoised)
         x = kernels.dpmpp_2m_step(x, denoised, s[i], s[i + 1], old_denoised=old,
                                   sigma_prev=s[i - 1] if old is not None else None, out=x)
         old = denoised
@@ -105,7 +105,7 @@ def _churned_two_stage(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
     for i in range(len(s) - 1):
         x, sh = _churn(x, s[i], len(s) - 1, draw, *churn)
         denoised = denoiser(x, _sigma_batch(x, sh)).contiguous()
-        _report(callback, i, x, s[i], denoised)
+        _report(callback, i, len(s) - 1, x, s[i], denoised)
         if s[i + 1] == 0:
             x = kernels.euler_step(x, denoised, sh, 0.0, out=x)
         else:
@@ -157,7 +157,7 @@ def sample_dpm_2_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Te
     x = x.clone()
     for i in range(len(s) - 1):
         denoised = denoiser(x, _sigma_batch(x, s[i])).contiguous()
-        _report(callback, i, x, s[i], denoised)
+        _report(callback, i, len(s) - 1, x, s[i], denoised)
         down, up = kernels.ancestral_step_sigmas(s[i], s[i + 1], eta)
         if down == 0:
             x = kernels.euler_step(x, denoised, s[i], down, out=x)
@@ -180,7 +180,7 @@ def sample_dpmpp_2s_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch
     x = x.clone()
     for i in range(len(s) - 1):
         denoised = denoiser(x, _sigma_batch(x, s[i])).contiguous()
-        _report(callback, i, x, s[i], denoised)
+        _report(callback, i, len(s) - 1, x, s[i], denoised)
         down, up = kernels.ancestral_step_sigmas(s[i], s[i + 1], eta)
         if down == 0:
             x = kernels.euler_step(x, denoised, s[i], down, out=x)
@@ -219,7 +219,7 @@ def sample_lms(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, cal
     slopes: list[torch.Tensor] = []
     for i in range(len(s) - 1):
         denoised = denoiser(x, _sigma_batch(x, s[i])).contiguous()
-        _report(callback, i, x, s[i], denoised)
+        _report(callback, i, len(s) - 1, x, s[i], denoised)
         slopes.append(kernels.linear_combination([x, denoised], [1 / s[i], -1 / s[i]]))
         if len(slopes) > order:
             slopes.pop(0)
