@@ -67,9 +67,10 @@ class CFGDenoiser:
     """Classifier-free guidance with A1111's composable diffusion over a batch of images.
 
     Each image has AND sub-prompts (with weights) and a negative prompt, each scheduled over the
-    steps (prompt editing). Every call is one sampling step: the conds and unconds in effect at
-    that call go through the UNet together when their token lengths agree, else in two calls (as
-    A1111 does by default), and each image is combined in one fused pass (sdrt.kernels.cfg_combine).
+    steps (prompt editing); each call advances the schedule by one, as A1111 counts model calls
+    (so two-stage samplers move through it twice as fast, as there). The conds and unconds in
+    effect go through the UNet together when their token lengths agree, else in two calls (A1111's
+    default), and each image is combined in one fused pass (sdrt.kernels.cfg_combine).
     """
 
     def __init__(self, inner: DiscreteEpsDenoiser, batch: Sequence, cfg_scale: float, *,
