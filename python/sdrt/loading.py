@@ -49,12 +49,26 @@ def _quiet_hf_loading():
         transformers.utils.logging.enable_progress_bar()
 
 
+def load_components(folder: str, dtype: "torch.dtype", vae: str | None = None):
+    """(unet, text_encoder, vae) of a diffusers folder, read from local files only; `vae` overrides
+    the folder's VAE with another AutoencoderKL folder."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    vae_path = vae if vae is not None else os.path.join(folder, "vae")
+    if not os.path.isfile(os.path.join(vae_path, "config.json")):
+        raise ValueError(f"vae={vae_path!r}: expected a diffusers AutoencoderKL folder with config.json")
+    common = dict(torch_dtype=dtype, local_files_only=True)
+    with _quiet_hf_loading():
+        return (UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"), **common),
+                CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), **common),
+                AutoencoderKL.from_pretrained(vae_path, **common))
+
+
 def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dtype: torch.dtype | None = None,
          vae: str | None = None):
     """Load a model (``"toy"`` or a diffusers folder) and return a :class:`sdrt.pipelines.Pipeline`."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
 
     from .backends.torch_backend import TorchBackend
     from .pipelines import ModelInfo, Pipeline
@@ -64,22 +78,17 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not available; valid: {', '.join(BACKENDS)}")
     path = _resolve(model)
-    dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
-    common = dict(torch_dtype=dtype, local_files_only=True)
-    vae_path = vae if vae is not None else os.path.join(path, "vae")
-    if not os.path.isfile(os.path.join(vae_path, "config.json")):
-        raise ValueError(f"vae={vae!r}: expected a diffusers AutoencoderKL folder with config.json")
-    with _quiet_hf_loading():
-        unet = UNet2DConditionModel.from_pretrained(os.path.join(path, "unet"), **common)
-        text_encoder = CLIPTextModel.from_pretrained(os.path.join(path, "text_encoder"), **common)
-        vae_model = AutoencoderKL.from_pretrained(vae_path, **common)
+    # The small config first: an unsupported model is refused before any weights are read.
     with open(os.path.join(path, "scheduler", "scheduler_config.json"), encoding="utf-8") as f:
         scheduler_config = json.load(f)
     if scheduler_config.get("prediction_type", "epsilon") != "epsilon":
         raise ValueError(f"model {model!r}: prediction_type={scheduler_config['prediction_type']!r} is not supported yet")
+    model_sigmas = discrete_sigmas(betas_from_config(scheduler_config))
+    dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
+    unet, text_encoder, vae_model = load_components(path, dtype, vae)
     info = ModelInfo(name="toy" if model == "toy" else os.path.basename(os.path.normpath(path)),
                      scaling_factor=float(vae_model.config.scaling_factor),
                      default_size=int(unet.config.sample_size) * 8,
                      latent_channels=int(unet.config.in_channels))
     backend_impl = TorchBackend(unet, text_encoder, vae_model, device=device, dtype=dtype)
-    return Pipeline(backend_impl, get_tokenizer(), discrete_sigmas(betas_from_config(scheduler_config)), info)
+    return Pipeline(backend_impl, get_tokenizer(), model_sigmas, info)

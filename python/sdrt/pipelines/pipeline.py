@@ -148,15 +148,14 @@ class Pipeline:
 
         def init_for(batch_size: int, it: int) -> _Init:
             # image j of the job uses init image j modulo their number (A1111 cycles through them)
-            chosen = [resized[(it * batch_size + j) % len(resized)] for j in range(batch_size)]
-            keep = None
+            originals = [resized[(it * batch_size + j) % len(resized)] for j in range(batch_size)]
+            to_encode, keep = originals, None
             if prepared_mask is not None:
                 if fill == "fill":
-                    chosen = [imgs.fill_masked(im, prepared_mask) for im in chosen]
+                    to_encode = [imgs.fill_masked(im, prepared_mask) for im in originals]
                 k = imgs.latent_keep_mask(prepared_mask, width // 8, height // 8)
                 keep = torch.from_numpy(k)[None, None].expand(batch_size, self.info.latent_channels, -1, -1)
-            return _Init(self.encode(chosen), float(denoising_strength), keep, fill,
-                         [resized[(it * batch_size + j) % len(resized)] for j in range(batch_size)],
+            return _Init(self.encode(to_encode), float(denoising_strength), keep, fill, originals,
                          [prepared_mask] * batch_size if prepared_mask is not None else None)
 
         return self._generate(

@@ -124,17 +124,6 @@ def finetune_decoder(vae, *, steps: int, batch: int, lr: float, seed: int,
             "loss_history": progress.history}
 
 
-def load_components(folder: str):
-    """(vae, text_encoder, unet) from a toy folder, in fp32 for further training."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    common = dict(torch_dtype=torch.float32, local_files_only=True)
-    return (AutoencoderKL.from_pretrained(os.path.join(folder, "vae"), **common),
-            CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), **common),
-            UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"), **common))
-
-
 @torch.no_grad()
 def encode_dataset(vae, tokenizer, *, n: int, seed: int, batch: int = 250) -> dict[str, torch.Tensor]:
     """Posterior mean/std of `n` training images, and their captions' token ids."""
@@ -251,7 +240,9 @@ def train(out: str, *, command: str | None = None, seed: int = 0, vae_steps: int
     started = time.perf_counter()
     tokenizer = get_tokenizer()
     if resume:
-        vae, text_encoder, unet = load_components(resume)
+        from ..loading import load_components
+
+        unet, text_encoder, vae = load_components(resume, torch.float32)
         with open(os.path.join(resume, "toy_training.json"), encoding="utf-8") as f:
             previous = json.load(f)
     else:
