@@ -41,14 +41,22 @@ SCHEDULER_CONFIG: dict[str, Any] = dict(
 )
 
 
-def build_components(seed: int = 0):
-    """Freshly initialised (vae, text_encoder, unet) of the toy architecture."""
+def build_components(seed: int = 0, *, vae_channels=None, unet_channels=None):
+    """Freshly initialised (vae, text_encoder, unet) of the toy architecture; `vae_channels` /
+    `unet_channels` override block_out_channels (same number of blocks)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**VAE_CONFIG)
+    vae_config, unet_config = dict(VAE_CONFIG), dict(UNET_CONFIG)
+    for name, config, channels in (("vae_channels", vae_config, vae_channels),
+                                   ("unet_channels", unet_config, unet_channels)):
+        if channels is not None:
+            if len(channels) != len(config["block_out_channels"]):
+                raise ValueError(f"{name}={tuple(channels)}: needs {len(config['block_out_channels'])} entries")
+            config["block_out_channels"] = tuple(channels)
+    vae = AutoencoderKL(**vae_config)
     text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_ENCODER_CONFIG))
-    unet = UNet2DConditionModel(**UNET_CONFIG)
+    unet = UNet2DConditionModel(**unet_config)
     return vae, text_encoder, unet

@@ -190,7 +190,7 @@ def random_scene(rng: np.random.Generator, *, two_shape_prob: float = 0.15,
             return scene
 
 
-def training_samples(seed: int, resolution: int = 64, *, two_shape_prob: float = 0.15
+def training_samples(seed: int | Sequence[int], resolution: int = 64, *, two_shape_prob: float = 0.15
                      ) -> Iterator[tuple[np.ndarray, str, Scene]]:
     """An endless, reproducible stream of (image, caption, scene) for training, held-out triples excluded."""
     rng = np.random.default_rng(seed)
@@ -198,6 +198,33 @@ def training_samples(seed: int, resolution: int = 64, *, two_shape_prob: float =
     while True:
         scene = random_scene(rng, two_shape_prob=two_shape_prob, exclude=held_out)
         yield render(scene, resolution), caption(scene, int(rng.integers(len(ONE_SHAPE_TEMPLATES)))), scene
+
+
+def render_pool(seed: int, n: int, resolution: int = 64, *, workers: int = 1, chunk: int = 1000
+                ) -> tuple[np.ndarray, list[str]]:
+    """`n` training images (uint8, (n, H, W, 3)) and captions, rendered in chunks of `chunk`.
+
+    Chunk i is the stream ``training_samples((seed, i))``, so the pool is the same for any number of
+    `workers` (processes; rendering is pure NumPy and single-threaded).
+    """
+    jobs = [((seed, i), min(chunk, n - i * chunk), resolution) for i in range((n + chunk - 1) // chunk)]
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+            parts = list(ex.map(_render_chunk, jobs))
+    else:
+        parts = [_render_chunk(job) for job in jobs]
+    images = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, resolution, resolution, 3), np.uint8)
+    return images, [c for p in parts for c in p[1]]
+
+
+def _render_chunk(job: tuple[tuple[int, int], int, int]) -> tuple[np.ndarray, list[str]]:
+    seed, count, resolution = job
+    stream = training_samples(seed, resolution)
+    items = [next(stream) for _ in range(count)]
+    return np.stack([img for img, _, _ in items]), [cap for _, cap, _ in items]
 
 
 def moving_clip(spec: ShapeSpec, background: str = "white", *, frames: int = 8, direction: str = "right",
