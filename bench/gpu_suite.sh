@@ -31,7 +31,7 @@ step "machine"
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } 2>&1 | tee "$OUT/machine.txt"
 
 step "build sdrt._C with CUDA"
-export SDRT_ENABLE_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
+export SDRT_ENABLE_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 if ! "$PY" -m pip install --no-build-isolation --no-deps -v . > "$OUT/build.log" 2>&1; then
   tail -50 "$OUT/build.log"; echo "BUILD FAILED"; exit 1
 fi

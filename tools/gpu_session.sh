@@ -5,6 +5,9 @@
 #   results.tgz (logs, build info, CUDA test output, benchmark JSON, acceptance JSON, training plan)
 #   toy_<variant>.tgz (each trained toy folder, diffusers layout)
 # Usage there, from the repository root:  bash tools/gpu_session.sh   (budget: ~8 minutes)
+# Environment: SDRT_TRAIN_BUDGET_S (training wall clock, default 360), SDRT_TRAIN_ARGS (more
+# tools/train_toy_gpu.py arguments, e.g. variants), SDRT_BUILD_JOBS (compile jobs; leave cores to the
+# trainer), SDRT_SKIP_BENCH=1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -22,10 +25,10 @@ fi
 
 echo "=== toy training (background, GPU)"
 ( cd "$ROOT" && OMP_NUM_THREADS=2 PYTHONPATH="$ROOT/python:$PYTHONPATH" \
-    "$PY" tools/train_toy_gpu.py --budget-s "${SDRT_TRAIN_BUDGET_S:-360}" --out-dir "$TOY" ) > "$RES/train_driver.log" 2>&1 &
+    "$PY" tools/train_toy_gpu.py --budget-s "${SDRT_TRAIN_BUDGET_S:-360}" --out-dir "$TOY" ${SDRT_TRAIN_ARGS:-} ) > "$RES/train_driver.log" 2>&1 &
 TRAIN_PID=$!
 
-OUT="$RES" bash bench/gpu_suite.sh build test || status=1
+CMAKE_BUILD_PARALLEL_LEVEL="${SDRT_BUILD_JOBS:-$(nproc)}" OUT="$RES" bash bench/gpu_suite.sh build test || status=1
 
 echo "=== waiting for training"
 wait $TRAIN_PID || status=1
@@ -42,7 +45,7 @@ for dir in "$TOY"/*/; do
   tar -czf "$OUT/toy_$name.tgz" -C "$TOY" "$name"
 done
 
-OUT="$RES" bash bench/gpu_suite.sh bench || status=1
+[ -n "${SDRT_SKIP_BENCH:-}" ] || OUT="$RES" bash bench/gpu_suite.sh bench || status=1
 
 tar -czf "$OUT/results.tgz" -C "$RES" .
 ls -la "$OUT"

@@ -51,8 +51,11 @@ def main() -> int:
     p.add_argument("--pool-size", type=int, default=60000)
     p.add_argument("--dataset-size", type=int, default=100000)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--unet-only", action="store_true",
+                   help="variants resume a trained folder (--resume in their arguments): plan UNet steps only")
     p.add_argument("--vae-batch", type=int, default=64)
     p.add_argument("--unet-batch", type=int, default=256)
+    p.add_argument("--unet-lr", type=float, default=1e-3)
     p.add_argument("--variant", action="append", default=[], help="NAME=extra trainer arguments")
     args = p.parse_args()
     start = time.time()
@@ -61,9 +64,10 @@ def main() -> int:
     os.makedirs(args.out_dir, exist_ok=True)
     train = [sys.executable, "-m", "sdrt.toy.train"]
     common = ["--device", args.device, "--seed", "0", "--vae-batch", str(args.vae_batch),
-              "--unet-batch", str(args.unet_batch)]
+              "--unet-batch", str(args.unet_batch), "--unet-lr", str(args.unet_lr)]
 
-    calib_steps = {"vae": 60, "decoder": 30, "unet": 60}
+    shares = {"vae": 0.0, "decoder": 0.0, "unet": 0.95} if args.unet_only else SHARES
+    calib_steps = {ph: (60 if ph != "decoder" else 30) if shares[ph] else 0 for ph in shares}
     calib = {name: train + common + shlex.split(extra) + [
         "--out", os.path.join(args.out_dir, f"calib_{name}"), "--workers", "1", "--pool-size", "1000",
         "--dataset-size", "1000", "--vae-steps", str(calib_steps["vae"]), "--decoder-steps",
@@ -76,18 +80,19 @@ def main() -> int:
     for name in variants:
         with open(os.path.join(args.out_dir, f"calib_{name}", "toy_training.json"), encoding="utf-8") as f:
             rec = json.load(f)
-        per_step[name] = {"vae": rec["vae"]["seconds"] / calib_steps["vae"],
-                          "decoder": rec["decoder_finetune"]["seconds"] / calib_steps["decoder"],
-                          "unet": rec["unet_and_text_encoder"]["seconds"] / calib_steps["unet"]}
+        records = {"vae": rec["vae"], "decoder": rec["decoder_finetune"], "unet": rec["unet_and_text_encoder"]}
+        per_step[name] = {ph: records[ph]["seconds"] / calib_steps[ph] for ph in shares if calib_steps[ph]}
     print("seconds per step:", json.dumps(per_step), flush=True)
 
-    overhead = 30 + (args.pool_size + args.dataset_size) * RENDER_S_PER_IMAGE / args.workers
+    rendered = args.dataset_size + (0 if args.unet_only else args.pool_size)
+    overhead = 30 + rendered * RENDER_S_PER_IMAGE / args.workers
     available = 0.85 * (deadline - time.time() - overhead)
     commands, plans = {}, {}
     for name, extra in variants.items():
-        steps = {ph: min(CAPS[ph], int(SHARES[ph] * available / per_step[name][ph]) // 100 * 100) for ph in SHARES}
+        steps = {ph: min(CAPS[ph], int(shares[ph] * available / per_step[name][ph]) // 100 * 100) if shares[ph] else 0
+                 for ph in shares}
         plans[name] = steps
-        if min(steps.values()) < 100:
+        if min(v for ph, v in steps.items() if shares[ph]) < 100:
             print(f"{name}: the budget leaves too few steps {steps}; not training it", flush=True)
             continue
         commands[name] = train + common + shlex.split(extra) + [

@@ -1,4 +1,9 @@
-"""The torch backend: diffusers / transformers modules run eagerly with torch."""
+"""The torch backend: diffusers / transformers modules run eagerly with torch.
+
+Contract shared by all backends: inputs may live on any device; results come back as float32 on
+the device of the call's main input (the sampler loop's device), so the pipeline never has to know
+where the model runs.
+"""
 from __future__ import annotations
 
 import torch
@@ -16,7 +21,7 @@ class TorchBackend:
     @torch.no_grad()
     def unet_forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         out = self.unet(x.to(self.device, self.dtype), timestep.to(self.device), context.to(self.device, self.dtype))
-        return out.sample.float()
+        return out.sample.to(x.device, torch.float32)
 
     @torch.no_grad()
     def encode_text(self, ids: torch.Tensor, clip_skip: int = 1, embeddings=None) -> torch.Tensor:
@@ -37,20 +42,20 @@ class TorchBackend:
             if hook is not None:
                 hook.remove()
         if clip_skip <= 1:
-            return out.last_hidden_state.float()
+            return out.last_hidden_state.to(ids.device, torch.float32)
         hidden = out.hidden_states[-clip_skip]
         text_model = getattr(self.text_encoder, "text_model", self.text_encoder)  # transformers 4 nests it, 5 not
-        return text_model.final_layer_norm(hidden).float()
+        return text_model.final_layer_norm(hidden).to(ids.device, torch.float32)
 
     @torch.no_grad()
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Unscaled VAE latents -> images in [-1, 1], (N, 3, H, W) float32."""
-        return self.vae.decode(latents.to(self.device, self.dtype)).sample.float()
+        return self.vae.decode(latents.to(self.device, self.dtype)).sample.to(latents.device, torch.float32)
 
     @torch.no_grad()
     def vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] -> unscaled posterior mean latents."""
-        return self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist.mean.float()
+        return self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist.mean.to(pixels.device, torch.float32)
 
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:

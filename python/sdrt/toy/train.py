@@ -267,6 +267,8 @@ def train(out: str, *, command: str | None = None, seed: int = 0, device: str = 
           resume: str | None = None, log: Callable[[str], None] = _log) -> dict:
     from ..prompt import get_tokenizer
 
+    if not resume and not vae_steps:
+        raise ValueError("vae_steps=0 without resume: the UNet would learn the latents of an untrained VAE")
     dev = torch.device(device)
     if dev.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
