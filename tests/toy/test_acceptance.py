@@ -1,11 +1,10 @@
 """The toy acceptance suite on the shipped weights: held-out prompts in, pictures read back.
 
 Issue 3's targets: colour >= 90%, position >= 85%, shape >= 70% (sdrt.toy.acceptance.THRESHOLDS).
-Each run is asserted against min(target, recorded baseline - 5 points), the baseline being what
+Each run is asserted against max(target, recorded baseline - 5 points), the baseline being what
 the shipped weights measured (bench/results/toy_acceptance.json, written by
-`python -m sdrt.toy.acceptance --out ...`): a model that meets the targets is held to them, one
-that does not yet (see the README) is held to not getting worse, so a broken sampler, backend or
-export still fails here. The accuracies of this run go to $SDRT_ACCEPTANCE_OUT (default
+`python -m sdrt.toy.acceptance --out ...`): never below the targets, and a sampler, backend or
+export that costs more than 3 of the 54 pictures fails even where the targets would still be met. The accuracies of this run go to $SDRT_ACCEPTANCE_OUT (default
 build/toy_acceptance-<sampler>.json) for comparison.
 """
 import json
@@ -28,7 +27,7 @@ def pipe():
 def floors(sampler: str) -> dict[str, float]:
     with open(BASELINE, encoding="utf-8") as f:
         runs = {r["sampler"]: r["accuracy"] for r in json.load(f)["runs"]}
-    return {k: min(target, runs[sampler][k] - MARGIN) for k, target in THRESHOLDS.items()}
+    return {k: max(target, runs[sampler][k] - MARGIN) for k, target in THRESHOLDS.items()}
 
 
 def test_prompts_are_held_out_and_enough():
