@@ -71,7 +71,10 @@ def test_sampler_names_and_legacy_names():
 @pytest.mark.parametrize("steps", [3, 10, 25])
 def test_every_schedule_is_decreasing_and_ends_at_zero(denoiser, schedule, steps):
     s = sigmas_for(schedule, steps, denoiser)
-    assert s.shape == (steps + 1,) and s[-1] == 0
+    if schedule == "KL Optimal":  # A1111's kl_optimal stops at sigma_min, with no zero appended
+        assert s.shape == (steps + 1,) and abs(float(s[-1]) - denoiser.sigma_min) < 1e-6
+        s = torch.cat([s, s.new_zeros(1)])
+    assert s[-1] == 0
     assert torch.all(s[:-1] > s[1:]), s
     # Align Your Steps is a published table rounded to 3 decimals (0.029 vs the model's 0.02917)
     rel = 1e-2 if schedule == "Align Your Steps" else 1e-5
@@ -102,3 +105,10 @@ def test_schedule_identities(denoiser):
     assert ays10[0] == pytest.approx(14.615) and ays10[-2] == pytest.approx(0.029)
     beta = get_sigmas_beta(11, 0.03, 14.6)  # Beta(0.6, 0.6) is symmetric: the middle quantile is the midpoint
     assert beta[5].item() == pytest.approx((0.03 + 14.6) / 2, rel=1e-6)
+
+
+def test_kl_optimal_is_even_in_arctan_sigma(denoiser):
+    s = sigmas_for("KL Optimal", 10, denoiser).double()
+    steps = torch.diff(torch.atan(s))
+    assert torch.allclose(steps, steps[0].expand_as(steps), atol=1e-9)
+    assert abs(float(s[0]) - denoiser.sigma_max) < 1e-5

@@ -40,7 +40,7 @@ def test_prompts_are_held_out_and_enough():
     assert len({it.prompt for it in items}) == len(items)
 
 
-@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M Karras"])
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M Karras", "DDIM"])
 def test_acceptance(pipe, sampler):
     result = run_acceptance(pipe, sampler_name=sampler, steps=20, cfg_scale=5.0)
     out = os.environ.get("SDRT_ACCEPTANCE_OUT") or os.path.join("build", f"toy_acceptance-{sampler.replace(' ', '_')}.json")

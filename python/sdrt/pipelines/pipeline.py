@@ -16,6 +16,7 @@ from PIL import Image
 from .. import __version__, kernels
 from ..prompt.conditioning import ConditioningOptions, conditioning_for_batch
 from ..sampling import resolve_sampler, schedule_label, sigmas_for
+from ..sampling.brownian import BrownianTreeNoise
 from ..sampling.denoiser import CFGDenoiser, DiscreteEpsDenoiser, Interrupted
 from . import images as imgs
 from .infotext import create_infotext
@@ -89,7 +90,7 @@ class Pipeline:
     def txt2img(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] = "", *, steps: int = 20,
                 sampler_name: str = "Euler a", scheduler: str = "Automatic", cfg_scale: float = 7.0,
                 width: int | None = None, height: int | None = None, seed: int = -1, batch_size: int = 1,
-                n_iter: int = 1, clip_skip: int = 1, eta: float = 1.0, s_churn: float = 0.0, s_tmin: float = 0.0,
+                n_iter: int = 1, clip_skip: int = 1, eta: float | None = None, s_churn: float = 0.0, s_tmin: float = 0.0,
                 s_tmax: float = float("inf"), s_noise: float = 1.0, subseed: int = -1, subseed_strength: float = 0.0,
                 eta_noise_seed_delta: int = 0, callback: Callable[[dict], None] | None = None,
                 should_stop: Callable[[], bool] | None = None) -> Result:
@@ -108,7 +109,7 @@ class Pipeline:
                 inpainting_mask_invert: bool = False, steps: int = 20, sampler_name: str = "Euler a",
                 scheduler: str = "Automatic", cfg_scale: float = 7.0, width: int | None = None,
                 height: int | None = None, seed: int = -1, batch_size: int = 1, n_iter: int = 1, clip_skip: int = 1,
-                eta: float = 1.0, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
+                eta: float | None = None, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
                 s_noise: float = 1.0, subseed: int = -1, subseed_strength: float = 0.0,
                 eta_noise_seed_delta: int = 0, callback: Callable[[dict], None] | None = None,
                 should_stop: Callable[[], bool] | None = None) -> Result:
@@ -179,7 +180,7 @@ class Pipeline:
             if int(value) < 1:
                 raise ValueError(f"{name}={value}; must be >= 1")
         for name, value in (("cfg_scale", cfg_scale), ("eta", eta), ("s_churn", s_churn), ("s_noise", s_noise)):
-            if not math.isfinite(float(value)):
+            if value is not None and not math.isfinite(float(value)):
                 raise ValueError(f"{name}={value}; must be a finite number")
         info, schedule = resolve_sampler(sampler_name, scheduler)
         prompts = _per_image(prompt, batch_size, "prompt")
@@ -189,9 +190,11 @@ class Pipeline:
             raise ValueError(f"subseed_strength={subseed_strength}; must be in [0, 1]")
         first_subseed = resolve_seed(subseed, "subseed") if subseed_strength else None
         steps = int(steps)
-        sigmas = sigmas_for(schedule, steps, self.denoiser, discard_next_to_last_sigma=info.discard_next_to_last_sigma)
+        sigmas = sigmas_for(schedule, steps, self.denoiser, discard_next_to_last_sigma=info.discard_next_to_last_sigma,
+                            timesteps=info.timesteps)
         given = {"eta": eta, "s_churn": s_churn, "s_tmin": s_tmin, "s_tmax": s_tmax, "s_noise": s_noise}
-        sampler_options = {k: float(given[k]) for k in info.options}
+        # eta None: the sampler's own default (A1111: eta_ancestral 1 for ancestral/SDE, eta_ddim 0 for DDIM)
+        sampler_options = {k: float(given[k]) for k in info.options if given[k] is not None}
         shape = (self.info.latent_channels, height // 8, width // 8)
 
         opts = ConditioningOptions(clip_skip=clip_skip, find_embedding=self.find_embedding)
@@ -208,16 +211,22 @@ class Pipeline:
                            eta_noise_seed_delta=eta_noise_seed_delta)
             noise = rng.first()
             init = init_for(batch_size, it) if init_for is not None else None
-            if init is None:
+            if init is None and info.timesteps:  # pure noise in VP space: x_vp = noise, x = x_vp / sqrt(alpha_bar)
+                run_sigmas, x = sigmas, noise * math.sqrt(1 + float(sigmas[0]) ** 2)
+            elif init is None:
                 run_sigmas, x = sigmas, noise * float(sigmas[0])
             else:
                 run_sigmas, x = self._img2img_start(init, noise, sigmas, steps)
             denoiser = CFGDenoiser(self.denoiser, batch_cond, cfg_scale,
                                    init_latent=init.latents if init is not None and init.keep is not None else None,
                                    keep_mask=init.keep if init is not None else None, should_stop=should_stop)
+            if info.brownian_noise:
+                sampler_options["noise_sampler"] = BrownianTreeNoise(x, sigmas, batch_seeds)
             try:
                 latents = info.function(denoiser, x, run_sigmas, callback=callback, noise=rng.next,
                                         **sampler_options)
+                if info.timesteps:  # A1111 decodes the timestep samplers' VP-space result as it is
+                    latents = latents / math.sqrt(1 + float(run_sigmas[-1]) ** 2)
             except Interrupted:
                 interrupted = True
                 latents = denoiser.last_denoised if denoiser.last_denoised is not None else x

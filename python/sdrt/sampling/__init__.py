@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
 
-from .samplers import (sample_dpm_2, sample_dpm_2_ancestral, sample_dpmpp_2m, sample_dpmpp_2s_ancestral,
+from .samplers import (sample_ddim, sample_dpm_2, sample_dpm_2_ancestral, sample_dpmpp_2m, sample_dpmpp_2s_ancestral,
                        sample_euler, sample_euler_ancestral, sample_heun, sample_lms)
+from .sde_samplers import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_dpmpp_sde
 from .schedules import (get_sigmas_align_your_steps, get_sigmas_beta, get_sigmas_ddim, get_sigmas_exponential,
-                        get_sigmas_karras, get_sigmas_normal, get_sigmas_polyexponential, get_sigmas_sgm_uniform,
-                        get_sigmas_simple)
+                        get_sigmas_karras, get_sigmas_kl_optimal, get_sigmas_normal, get_sigmas_polyexponential,
+                        get_sigmas_sgm_uniform, get_sigmas_simple, get_timestep_sigmas)
 
 
 CHURN = ("s_churn", "s_tmin", "s_tmax", "s_noise")
@@ -23,6 +25,9 @@ class SamplerInfo:
     default_scheduler: str    # what "Automatic" means for it
     options: tuple = ()       # which of eta / s_churn / s_tmin / s_tmax / s_noise it takes (as A1111 passes them)
     discard_next_to_last_sigma: bool = False
+    brownian_noise: bool = False  # A1111 gives the SDE samplers a per-image Brownian tree (sampling.brownian)
+    timesteps: bool = False       # A1111's timestep samplers: own timesteps (the schedule is ignored), and they
+                                  # start from pure noise and end in the model's VP space (x * sqrt(alpha_bar))
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
@@ -35,6 +40,13 @@ SAMPLERS: dict[str, SamplerInfo] = {
         SamplerInfo("DPM2 a", sample_dpm_2_ancestral, "Karras", ("eta",), discard_next_to_last_sigma=True),
         SamplerInfo("DPM++ 2S a", sample_dpmpp_2s_ancestral, "Karras", ("eta",)),
         SamplerInfo("DPM++ 2M", sample_dpmpp_2m, "Karras"),
+        SamplerInfo("DPM++ SDE", sample_dpmpp_sde, "Karras", ("eta",), brownian_noise=True),
+        SamplerInfo("DPM++ 2M SDE", sample_dpmpp_2m_sde, "Exponential", ("eta",), brownian_noise=True),
+        SamplerInfo("DPM++ 2M SDE Heun", partial(sample_dpmpp_2m_sde, solver_type="heun"), "Exponential", ("eta",),
+                    brownian_noise=True),
+        SamplerInfo("DPM++ 3M SDE", sample_dpmpp_3m_sde, "Exponential", ("eta",), discard_next_to_last_sigma=True,
+                    brownian_noise=True),
+        SamplerInfo("DDIM", sample_ddim, "Automatic", ("eta",), timesteps=True),
     )
 }
 samplers = {name: info.function for name, info in SAMPLERS.items()}
@@ -49,6 +61,7 @@ SCHEDULE_FUNCTIONS: dict[str, Callable] = {
     "Normal": get_sigmas_normal,
     "DDIM": get_sigmas_ddim,
     "Beta": lambda n, d: get_sigmas_beta(n, d.sigma_min, d.sigma_max),
+    "KL Optimal": lambda n, d: get_sigmas_kl_optimal(n, d.sigma_min, d.sigma_max),
     "Align Your Steps": lambda n, d: get_sigmas_align_your_steps(n, getattr(d, "family", "sd1")),
 }
 SCHEDULERS = ("Automatic", *SCHEDULE_FUNCTIONS)
@@ -79,11 +92,15 @@ def schedule_label(sampler_name: str, scheduler: str = "Automatic") -> str:
     return scheduler
 
 
-def sigmas_for(schedule: str, steps: int, denoiser, *, discard_next_to_last_sigma: bool = False) -> torch.Tensor:
+def sigmas_for(schedule: str, steps: int, denoiser, *, discard_next_to_last_sigma: bool = False,
+               timesteps: bool = False) -> torch.Tensor:
     """The `steps + 1` sigmas of a concrete schedule for this model. Samplers that take two model
-    calls per step (DPM2) compute one more and drop the next-to-last, as A1111 does."""
+    calls per step (DPM2) compute one more and drop the next-to-last, as A1111 does. Timestep
+    samplers (DDIM) take A1111's timesteps whatever the schedule."""
     if steps < 1:
         raise ValueError(f"steps={steps}; must be >= 1")
+    if timesteps:
+        return get_timestep_sigmas(steps + 1 if discard_next_to_last_sigma else steps, denoiser)
     if discard_next_to_last_sigma:
         sigmas = sigmas_for(schedule, steps + 1, denoiser)
         return torch.cat([sigmas[:-2], sigmas[-1:]])
@@ -93,6 +110,7 @@ def sigmas_for(schedule: str, steps: int, denoiser, *, discard_next_to_last_sigm
 
 
 __all__ = ["CHURN", "SAMPLERS", "SCHEDULERS", "SCHEDULE_FUNCTIONS", "SamplerInfo", "get_sigmas_align_your_steps",
-           "get_sigmas_beta", "get_sigmas_ddim", "get_sigmas_exponential", "get_sigmas_karras", "get_sigmas_normal",
+           "get_sigmas_beta", "get_sigmas_ddim", "get_sigmas_exponential", "get_sigmas_karras", "get_sigmas_kl_optimal",
+           "get_sigmas_normal", "get_timestep_sigmas",
            "get_sigmas_polyexponential", "get_sigmas_sgm_uniform", "get_sigmas_simple", "resolve_sampler", "samplers",
            "schedule_label", "sigmas_for"]

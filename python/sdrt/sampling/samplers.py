@@ -227,3 +227,17 @@ def sample_lms(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, cal
         coeffs = [_lms_coefficient(cur, s, i, j) for j in range(cur)]
         x = kernels.linear_combination([x, *reversed(slopes)], [1.0, *coeffs], out=x)
     return x
+
+
+@torch.no_grad()
+def sample_ddim(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback = None,
+                noise: NoiseSource = None, eta: float = 0.0) -> torch.Tensor:
+    """DDIM (Song et al. 2021, eq. 12) written in sigma space (x = x_vp / sqrt(alpha_bar)).
+
+    There, a DDIM step from alpha_t to alpha_prev with sigma_t = eta * sqrt((1 - a_prev) / (1 - a_t))
+    * sqrt(1 - a_t / a_prev) is exactly an Euler step to sigma_down plus sigma_up * noise with
+    k-diffusion's ancestral split (sigma_up^2 = eta^2 sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2),
+    so DDIM is the Euler-ancestral loop with eta defaulting to 0 (A1111's eta_ddim). Which sigmas
+    it runs on (A1111's timesteps) and the VP-space start/end are the pipeline's business.
+    """
+    return sample_euler_ancestral(denoiser, x, sigmas, callback=callback, noise=noise, eta=eta)

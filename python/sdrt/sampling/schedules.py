@@ -112,3 +112,21 @@ def get_sigmas_align_your_steps(n: int, family: str = "sd1") -> torch.Tensor:
     x0, x1, y0, y1 = xs[idx - 1], xs[idx], logs[idx - 1], logs[idx]
     interp = y0 + (y1 - y0) * (new_xs - x0) / (x1 - x0)
     return append_zero(interp.exp().flip(0))
+
+
+def get_sigmas_kl_optimal(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """KL-optimal schedule (Sabour et al. 2024, "Align Your Steps", eq. 9; A1111 sd_schedulers
+    kl_optimal): sigmas evenly spaced in arctan(sigma). n + 1 values ending at sigma_min, with no
+    appended zero, as A1111 computes it."""
+    a_min, a_max = math.atan(sigma_min), math.atan(sigma_max)
+    frac = torch.arange(n + 1, dtype=torch.float64) / n
+    return torch.tan(frac * a_min + (1 - frac) * a_max)
+
+
+def get_timestep_sigmas(n: int, denoiser) -> torch.Tensor:
+    """The sigmas of A1111's timestep samplers (DDIM): timesteps range(0, 1000, 1000 // n) + 1
+    (clipped to 999), from the largest down, no appended zero. The sampler makes n - 1 model calls
+    and stops at t = 1, where A1111's DDIM stops too."""
+    total = len(denoiser.sigmas)
+    t = torch.clamp(torch.arange(0, total, total // n) + 1, 0, total - 1).flip(0)
+    return denoiser.sigmas.double()[t]

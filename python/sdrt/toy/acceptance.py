@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sdrt.toy.acceptance", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="toy")
     p.add_argument("--device", default="cpu", help="cpu or cuda (fp16 there, fp32 on CPU)")
-    p.add_argument("--sampler", action="append", help="repeatable; default: 'Euler a' and 'DPM++ 2M Karras'")
+    p.add_argument("--sampler", action="append", help="repeatable; default: 'Euler a', 'DPM++ 2M Karras' and 'DDIM'")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg-scale", type=float, default=5.0)
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     pipe = load(args.model, device=args.device)
     runs = [run_acceptance(pipe, sampler_name=s, steps=args.steps, cfg_scale=args.cfg_scale, save_dir=args.save_images)
-            for s in (args.sampler or ["Euler a", "DPM++ 2M Karras"])]
+            for s in (args.sampler or ["Euler a", "DPM++ 2M Karras", "DDIM"])]
     for r in runs:
         print(f"{r['sampler']:<18} {r['prompts']} prompts  " +
               "  ".join(f"{k} {v:.1%}" for k, v in r["accuracy"].items()) + f"  {'PASS' if r['passed'] else 'FAIL'}")
