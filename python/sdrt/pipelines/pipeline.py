@@ -211,7 +211,7 @@ class Pipeline:
                            eta_noise_seed_delta=eta_noise_seed_delta)
             noise = rng.first()
             init = init_for(batch_size, it) if init_for is not None else None
-            if init is None and info.timesteps:  # pure noise in VP space: x_vp = noise, x = x_vp / sqrt(alpha_bar)
+            if init is None and info.timesteps is not None:  # pure noise in VP space: x_vp = noise, x = x_vp / sqrt(alpha_bar)
                 run_sigmas, x = sigmas, noise * math.sqrt(1 + float(sigmas[0]) ** 2)
             elif init is None:
                 run_sigmas, x = sigmas, noise * float(sigmas[0])
@@ -225,7 +225,7 @@ class Pipeline:
             try:
                 latents = info.function(denoiser, x, run_sigmas, callback=callback, noise=rng.next,
                                         **sampler_options)
-                if info.timesteps:  # A1111 decodes the timestep samplers' VP-space result as it is
+                if info.timesteps is not None:  # A1111 decodes the timestep samplers' VP-space result as it is
                     latents = latents / math.sqrt(1 + float(run_sigmas[-1]) ** 2)
             except Interrupted:
                 interrupted = True

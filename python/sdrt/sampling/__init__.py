@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -12,7 +12,8 @@ from .samplers import (sample_ddim, sample_dpm_2, sample_dpm_2_ancestral, sample
 from .sde_samplers import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_dpmpp_sde
 from .schedules import (get_sigmas_align_your_steps, get_sigmas_beta, get_sigmas_ddim, get_sigmas_exponential,
                         get_sigmas_karras, get_sigmas_kl_optimal, get_sigmas_normal, get_sigmas_polyexponential,
-                        get_sigmas_sgm_uniform, get_sigmas_simple, get_timestep_sigmas)
+                        get_sigmas_sgm_uniform, get_sigmas_simple, get_timestep_sigmas, get_unipc_timestep_sigmas)
+from .unipc import sample_unipc
 
 
 CHURN = ("s_churn", "s_tmin", "s_tmax", "s_noise")
@@ -26,8 +27,9 @@ class SamplerInfo:
     options: tuple = ()       # which of eta / s_churn / s_tmin / s_tmax / s_noise it takes (as A1111 passes them)
     discard_next_to_last_sigma: bool = False
     brownian_noise: bool = False  # A1111 gives the SDE samplers a per-image Brownian tree (sampling.brownian)
-    timesteps: bool = False       # A1111's timestep samplers: own timesteps (the schedule is ignored), and they
-                                  # start from pure noise and end in the model's VP space (x * sqrt(alpha_bar))
+    # A1111's timestep samplers (DDIM, UniPC): their own sigmas `timesteps(steps, denoiser)` whatever the
+    # schedule, and they start from pure noise and end in the model's VP space (x * sqrt(alpha_bar))
+    timesteps: Optional[Callable] = None
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
@@ -46,7 +48,9 @@ SAMPLERS: dict[str, SamplerInfo] = {
                     brownian_noise=True),
         SamplerInfo("DPM++ 3M SDE", sample_dpmpp_3m_sde, "Exponential", ("eta",), discard_next_to_last_sigma=True,
                     brownian_noise=True),
-        SamplerInfo("DDIM", sample_ddim, "Automatic", ("eta",), timesteps=True),
+        SamplerInfo("DDIM", sample_ddim, "Automatic", ("eta",), timesteps=get_timestep_sigmas),
+        SamplerInfo("UniPC", partial(sample_unipc, order=3, variant="bh1"), "Automatic",
+                    timesteps=get_unipc_timestep_sigmas),
     )
 }
 samplers = {name: info.function for name, info in SAMPLERS.items()}
@@ -93,14 +97,14 @@ def schedule_label(sampler_name: str, scheduler: str = "Automatic") -> str:
 
 
 def sigmas_for(schedule: str, steps: int, denoiser, *, discard_next_to_last_sigma: bool = False,
-               timesteps: bool = False) -> torch.Tensor:
+               timesteps: Optional[Callable] = None) -> torch.Tensor:
     """The `steps + 1` sigmas of a concrete schedule for this model. Samplers that take two model
     calls per step (DPM2) compute one more and drop the next-to-last, as A1111 does. Timestep
     samplers (DDIM) take A1111's timesteps whatever the schedule."""
     if steps < 1:
         raise ValueError(f"steps={steps}; must be >= 1")
-    if timesteps:
-        return get_timestep_sigmas(steps + 1 if discard_next_to_last_sigma else steps, denoiser)
+    if timesteps is not None:
+        return timesteps(steps + 1 if discard_next_to_last_sigma else steps, denoiser)
     if discard_next_to_last_sigma:
         sigmas = sigmas_for(schedule, steps + 1, denoiser)
         return torch.cat([sigmas[:-2], sigmas[-1:]])
@@ -111,6 +115,6 @@ def sigmas_for(schedule: str, steps: int, denoiser, *, discard_next_to_last_sigm
 
 __all__ = ["CHURN", "SAMPLERS", "SCHEDULERS", "SCHEDULE_FUNCTIONS", "SamplerInfo", "get_sigmas_align_your_steps",
            "get_sigmas_beta", "get_sigmas_ddim", "get_sigmas_exponential", "get_sigmas_karras", "get_sigmas_kl_optimal",
-           "get_sigmas_normal", "get_timestep_sigmas",
+           "get_sigmas_normal", "get_timestep_sigmas", "get_unipc_timestep_sigmas", "sample_unipc",
            "get_sigmas_polyexponential", "get_sigmas_sgm_uniform", "get_sigmas_simple", "resolve_sampler", "samplers",
            "schedule_label", "sigmas_for"]

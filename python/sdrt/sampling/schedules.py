@@ -130,3 +130,17 @@ def get_timestep_sigmas(n: int, denoiser) -> torch.Tensor:
     total = len(denoiser.sigmas)
     t = torch.clamp(torch.arange(0, total, total // n) + 1, 0, total - 1).flip(0)
     return denoiser.sigmas.double()[t]
+
+
+def get_unipc_timestep_sigmas(n: int, denoiser) -> torch.Tensor:
+    """The sigmas of A1111's UniPC (its uni_pc.py, skip_type 'time_uniform' over the discrete VP
+    schedule): n + 1 model times evenly from 999 down to 0, log(alpha) interpolated linearly in time
+    between the training steps (NoiseScheduleVP 'discrete'), sigma = sqrt(1 - alpha^2) / alpha. No
+    appended zero: A1111's UniPC stops at t = 0 (sigma_min) and decodes that."""
+    sig = denoiser.sigmas.double()
+    log_alpha = -0.5 * torch.log1p(sig**2)  # alpha_bar = 1 / (1 + sigma^2)
+    tau = torch.linspace(len(sig) - 1, 0, n + 1, dtype=torch.float64)
+    lo = tau.floor().long().clamp(max=len(sig) - 2)
+    frac = tau - lo
+    la = log_alpha[lo] * (1 - frac) + log_alpha[lo + 1] * frac
+    return torch.sqrt(torch.expm1(-2 * la))
