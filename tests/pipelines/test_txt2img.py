@@ -41,6 +41,13 @@ def test_infotext_is_a1111_format(pipe):
                               f"RNG: CPU, Version: sdrt {sdrt.__version__}")
 
 
+@pytest.mark.parametrize("sampler,eta,field", [("DDIM", 0.5, "Eta DDIM: 0.5"), ("Euler a", 0.8, "Eta: 0.8"),
+                                               ("DDIM", 0.0, None), ("Euler a", 1.0, None), ("Euler", 0.5, None)])
+def test_eta_is_written_only_when_not_the_samplers_default(pipe, sampler, eta, field):
+    text = pipe.txt2img("a red circle", seed=3, steps=3, sampler_name=sampler, eta=eta).infotexts[0]
+    assert ("Eta" in text) == (field is not None) and (field is None or f"{field}, " in text), text
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(width=60), r"width=60; must be a positive multiple of 8"),
     (dict(steps=0), r"steps=0; must be >= 1"),

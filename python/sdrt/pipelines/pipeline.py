@@ -247,6 +247,7 @@ class Pipeline:
                           "Clip skip": clip_skip if clip_skip > 1 else None,
                           "ENSD": int(eta_noise_seed_delta) if eta_noise_seed_delta else None,
                           "RNG": "CPU",  # A1111's default is GPU; CPU is what reproduces across machines
+                          **_eta_param(info, eta),
                           **(extra_params or {}),
                           "Version": f"sdrt {__version__}"}
                 infotexts.append(create_infotext(p, n, params))
@@ -287,3 +288,12 @@ def _per_image(value: str | Sequence[str], batch_size: int, name: str) -> list[s
         if len(v) > MAX_PROMPT_CHARS:
             raise ValueError(f"{name}: {len(v)} characters; at most {MAX_PROMPT_CHARS}")
     return values
+
+
+def _eta_param(info, eta) -> dict:
+    """A1111 writes eta only when it differs from the sampler's default: "Eta DDIM" (default 0) for
+    its timestep samplers, "Eta" (default 1) for the k-diffusion ones."""
+    if eta is None or "eta" not in info.options:
+        return {}
+    field, default = ("Eta DDIM", 0.0) if info.timesteps is not None else ("Eta", 1.0)
+    return {} if float(eta) == default else {field: _num(eta)}
