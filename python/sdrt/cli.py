@@ -67,6 +67,7 @@ def _generate(args: argparse.Namespace, mode: str) -> int:
         result = pipe.img2img(init, args.prompt, args.negative_prompt, denoising_strength=args.denoising_strength,
                               resize_mode=args.resize_mode, mask=mask, mask_blur=args.mask_blur,
                               inpainting_fill=args.inpainting_fill, inpainting_mask_invert=args.invert_mask,
+                              inpaint_full_res=args.only_masked, inpaint_full_res_padding=args.only_masked_padding,
                               callback=callback, **common)
     if not args.quiet:
         print(file=sys.stderr)
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     i2i.add_argument("--inpainting-fill", type=int, default=1,
                      help="0 fill, 1 original, 2 latent noise, 3 latent nothing")
     i2i.add_argument("--invert-mask", action="store_true")
+    i2i.add_argument("--only-masked", action="store_true",
+                     help="inpaint only the masked area (its box plus padding) at --width x --height")
+    i2i.add_argument("--only-masked-padding", type=int, default=32, help="pixels around the mask's box")
     i2i.set_defaults(func=_cmd_img2img)
 
     info_png = sub.add_parser("png-info", help="print the generation parameters stored in an image")

@@ -66,6 +66,40 @@ def test_inpainting_changes_only_the_masked_region(pipe):
         assert diff[40:, 40:].mean() > 1, f"fill {fill}: the masked region was not regenerated"
 
 
+def test_inpaint_only_masked_works_on_the_crop_and_pastes_it_back(pipe):
+    # A 128x128 picture; only its bottom-right quarter (plus padding) is inpainted, at 64x64.
+    spec = data.ShapeSpec("square", "red", "large", "top left")
+    init = Image.fromarray(data.render(data.scene_from(spec, "white"), 128))
+    mask = Image.new("L", (128, 128), 0)
+    mask.paste(255, (72, 72, 120, 120))
+    out = pipe.img2img(init, "a large blue circle in the center on a white background", mask=mask, mask_blur=2,
+                       inpaint_full_res=True, inpaint_full_res_padding=8, width=64, height=64, seed=5,
+                       denoising_strength=1.0, inpainting_fill=1, cfg_scale=5)
+    img = out.images[0]
+    assert img.size == (128, 128)
+    diff = np.abs(np.asarray(img, dtype=int) - np.asarray(init, dtype=int)).max(axis=-1)
+    outside = np.asarray(gaussian_blur_mask(mask, 2, 2)) == 0
+    assert diff[outside].max() < 2, "pixels outside the blurred mask changed"
+    # The region (mask box 72..120 padded by 8: 64..128, already square) was drawn as a whole picture
+    # of the prompt: the scorer finds the blue circle in its centre.
+    checks = scorer.check(np.asarray(img.crop((64, 64, 128, 128))), data.ShapeSpec("circle", "blue", "large", "center"))
+    assert checks["colour"] and checks["position"], checks
+    assert "Inpaint area: Only masked, Masked area padding: 8" in out.infotexts[0]
+
+
+def test_masked_crop_region_follows_a1111():
+    from sdrt.pipelines.images import masked_crop_region
+
+    mask = Image.new("L", (100, 80), 0)
+    mask.paste(255, (10, 20, 30, 30))   # 20 x 10: widened in height to the 1:1 ratio about its centre
+    assert masked_crop_region(mask, 0, 64, 64) == (10, 15, 30, 35)
+    assert masked_crop_region(mask, 4, 64, 64) == (6, 11, 34, 39)
+    edge = Image.new("L", (100, 80), 0)
+    edge.paste(255, (60, 0, 100, 10))    # 40 x 10 at the top edge: grown downwards only
+    assert masked_crop_region(edge, 0, 64, 64) == (60, 0, 100, 40)
+    assert masked_crop_region(Image.new("L", (100, 80), 0), 4, 64, 64) is None
+
+
 def png_bytes(image, infotext):
     buf = io.BytesIO()
     save_png(image, buf, infotext)

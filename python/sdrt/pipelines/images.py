@@ -3,6 +3,8 @@ processing.py): resize modes, mask blur, inpainting fill, the latent mask, and p
 back over the original outside the mask."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -88,3 +90,41 @@ def paste_over_original(generated: Image.Image, original: Image.Image, mask: Ima
     """Outside the (blurred) mask the original's pixels come back exactly; inside, the new ones
     (A1111 apply_overlay with the mask as alpha)."""
     return Image.composite(generated.convert("RGB"), original.convert("RGB"), mask.convert("L"))
+
+
+def masked_crop_region(mask: Image.Image, padding: int, width: int, height: int
+                       ) -> Optional[tuple[int, int, int, int]]:
+    """A1111's "inpaint only masked" region: the bounding box of the mask's non-zero pixels grown by
+    `padding` on every side (within the image), then widened or heightened about its centre to the
+    processing size's aspect ratio, shifted back inside the image where it would leave it
+    (masking.get_crop_region + expand_crop_region). None when the mask is empty."""
+    box = mask.convert("L").getbbox()
+    if box is None:
+        return None
+    x1, y1, x2, y2 = box
+    x1, y1 = max(x1 - padding, 0), max(y1 - padding, 0)
+    x2, y2 = min(x2 + padding, mask.width), min(y2 + padding, mask.height)
+    if (x2 - x1) / (y2 - y1) > width / height:
+        y1, y2 = _grow_span(y1, y2, int((x2 - x1) * height / width - (y2 - y1)), mask.height)
+    else:
+        x1, x2 = _grow_span(x1, x2, int((y2 - y1) * width / height - (x2 - x1)), mask.width)
+    return x1, y1, x2, y2
+
+
+def _grow_span(lo: int, hi: int, grow: int, limit: int) -> tuple[int, int]:
+    lo, hi = lo - grow // 2, hi + grow - grow // 2
+    if hi > limit:
+        lo, hi = lo - (hi - limit), limit
+    if lo < 0:
+        lo, hi = 0, min(hi - lo, limit)
+    return lo, hi
+
+
+def paste_into_region(generated: Image.Image, original: Image.Image, region: tuple[int, int, int, int],
+                      mask: Image.Image) -> Image.Image:
+    """The inpainted crop scaled back to its region of the original, then the original restored
+    outside the (blurred, full-size) mask: A1111 apply_overlay with paste_loc."""
+    x1, y1, x2, y2 = region
+    canvas = original.convert("RGB").copy()
+    canvas.paste(_resize(generated.convert("RGB"), x2 - x1, y2 - y1), (x1, y1))
+    return paste_over_original(canvas, original, mask)

@@ -52,6 +52,7 @@ class _Init:
     fill: str = "original"
     originals: Optional[list[Image.Image]] = None  # pasted back outside the mask
     overlay_masks: Optional[list[Image.Image]] = None
+    paste_region: Optional[tuple[int, int, int, int]] = None  # inpaint only masked: where the result goes
 
 
 class Pipeline:
@@ -106,7 +107,8 @@ class Pipeline:
     def img2img(self, init_images: Image.Image | Sequence[Image.Image], prompt: str | Sequence[str],
                 negative_prompt: str | Sequence[str] = "", *, denoising_strength: float = 0.75, resize_mode: int = 0,
                 mask: Image.Image | None = None, mask_blur: float = 4, inpainting_fill: int = 1,
-                inpainting_mask_invert: bool = False, steps: int = 20, sampler_name: str = "Euler a",
+                inpainting_mask_invert: bool = False, inpaint_full_res: bool = False,
+                inpaint_full_res_padding: int = 32, steps: int = 20, sampler_name: str = "Euler a",
                 scheduler: str = "Automatic", cfg_scale: float = 7.0, width: int | None = None,
                 height: int | None = None, seed: int = -1, batch_size: int = 1, n_iter: int = 1, clip_skip: int = 1,
                 eta: float | None = None, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
@@ -117,7 +119,9 @@ class Pipeline:
         resize_mode 0/1/2 (just resize / crop and resize / resize and fill), denoising_strength runs
         the last int(strength * steps) + 1 steps of the schedule, mask_blur in pixels,
         inpainting_fill 0 fill / 1 original / 2 latent noise / 3 latent nothing, and the original
-        pixels restored outside the blurred mask."""
+        pixels restored outside the blurred mask. inpaint_full_res ("inpaint only masked"): only the
+        mask's bounding box plus inpaint_full_res_padding pixels, widened to the width:height ratio,
+        is inpainted at width x height and pasted back into the full-size original."""
         inits = [init_images] if isinstance(init_images, Image.Image) else list(init_images)
         if not inits or not all(isinstance(im, Image.Image) for im in inits):
             raise ValueError("init_images: expected a PIL image or a non-empty list of PIL images")
@@ -128,6 +132,8 @@ class Pipeline:
                              "3 latent nothing")
         if not 0 <= float(mask_blur) <= 64:
             raise ValueError(f"mask_blur={mask_blur}; must be in [0, 64] pixels")
+        if not 0 <= int(inpaint_full_res_padding) <= 256:
+            raise ValueError(f"inpaint_full_res_padding={inpaint_full_res_padding}; must be in [0, 256] pixels")
         width = self.info.default_size if width is None else int(width)
         height = self.info.default_size if height is None else int(height)
         _check_size(width, height)
@@ -137,14 +143,30 @@ class Pipeline:
             if mask.size != inits[0].size:
                 raise ValueError(f"mask: size {mask.size[0]}x{mask.size[1]} does not match the init image's "
                                  f"{inits[0].size[0]}x{inits[0].size[1]}")
-        resized = [imgs.resize_image(resize_mode, im.convert("RGB"), width, height) for im in inits]
-        prepared_mask = None
+        region, overlay_mask, extra = None, None, {}
         if mask is not None:
+            extra["Mask blur"] = _num(mask_blur)
             m = mask.convert("L")
             if inpainting_mask_invert:
                 m = Image.eval(m, lambda v: 255 - v)
-            m = imgs.resize_image(resize_mode, m, width, height)
-            prepared_mask = imgs.gaussian_blur_mask(m, mask_blur, mask_blur) if mask_blur > 0 else m
+            if inpaint_full_res:  # A1111 blurs at full size, then crops the blurred mask's region
+                m = imgs.gaussian_blur_mask(m, mask_blur, mask_blur) if mask_blur > 0 else m
+                region = imgs.masked_crop_region(m, int(inpaint_full_res_padding), width, height)
+                if region is None:
+                    raise ValueError("mask: empty (no pixel to repaint), so 'inpaint only masked' has no region")
+                overlay_mask = m
+                prepared_mask = imgs.resize_image(2, m.crop(region), width, height)
+                extra.update({"Inpaint area": "Only masked", "Masked area padding": int(inpaint_full_res_padding)})
+            else:
+                m = imgs.resize_image(resize_mode, m, width, height)
+                prepared_mask = imgs.gaussian_blur_mask(m, mask_blur, mask_blur) if mask_blur > 0 else m
+        else:
+            prepared_mask = None
+        if region is not None:  # the init images at full size for pasting back, their crops for sampling
+            full = [im.convert("RGB") for im in inits]
+            resized = [imgs.resize_image(2, im.crop(region), width, height) for im in full]
+        else:
+            resized = [imgs.resize_image(resize_mode, im.convert("RGB"), width, height) for im in inits]
         fill = imgs.INPAINTING_FILL[inpainting_fill]
 
         def init_for(batch_size: int, it: int) -> _Init:
@@ -156,6 +178,10 @@ class Pipeline:
                     to_encode = [imgs.fill_masked(im, prepared_mask) for im in originals]
                 k = imgs.latent_keep_mask(prepared_mask, width // 8, height // 8)
                 keep = torch.from_numpy(k)[None, None].expand(batch_size, self.info.latent_channels, -1, -1)
+            if region is not None:
+                return _Init(self.encode(to_encode), float(denoising_strength), keep, fill,
+                             [full[(it * batch_size + j) % len(full)] for j in range(batch_size)],
+                             [overlay_mask] * batch_size, paste_region=region)
             return _Init(self.encode(to_encode), float(denoising_strength), keep, fill, originals,
                          [prepared_mask] * batch_size if prepared_mask is not None else None)
 
@@ -165,7 +191,7 @@ class Pipeline:
             n_iter=n_iter, clip_skip=clip_skip, eta=eta, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
             s_noise=s_noise, subseed=subseed, subseed_strength=subseed_strength,
             eta_noise_seed_delta=eta_noise_seed_delta, callback=callback, should_stop=should_stop, init_for=init_for,
-            extra_params={"Mask blur": _num(mask_blur)} if mask is not None else None)
+            extra_params=extra or None)
 
     def _generate(self, *, prompt, negative_prompt, steps, sampler_name, scheduler, cfg_scale, width, height, seed,
                   batch_size, n_iter, clip_skip, eta, s_churn, s_tmin, s_tmax, s_noise, subseed, subseed_strength,
@@ -233,7 +259,10 @@ class Pipeline:
             if init is not None and init.keep is not None:
                 latents = torch.lerp(init.latents, latents, 1 - init.keep)  # keep the unmasked latents exactly
             decoded = self.decode(latents)
-            if init is not None and init.overlay_masks is not None:
+            if init is not None and init.paste_region is not None:
+                decoded = [imgs.paste_into_region(d, o, init.paste_region, m)
+                           for d, o, m in zip(decoded, init.originals, init.overlay_masks)]
+            elif init is not None and init.overlay_masks is not None:
                 decoded = [imgs.paste_over_original(d, o, m) for d, o, m in zip(decoded, init.originals,
                                                                                  init.overlay_masks)]
             images += decoded
