@@ -5,6 +5,8 @@
 #   results.tgz (logs, build info, CUDA test output, benchmark JSON, acceptance JSON, training plan)
 #   toy_<variant>.tgz (each trained toy folder, diffusers layout)
 # Usage there, from the repository root:  bash tools/gpu_session.sh   (budget: ~8 minutes)
+# Carry wheels the GPU image lacks in .whl/ (see /work/.library/device/README.md): diffusers,
+# lark, importlib_metadata, and torchsde + trampoline for the SDE samplers (pip download --no-deps).
 # Environment: SDRT_TRAIN_BUDGET_S (training wall clock, default 360), SDRT_TRAIN_ARGS (more
 # tools/train_toy_gpu.py arguments, e.g. variants), SDRT_BUILD_JOBS (compile jobs; leave cores to the
 # trainer), SDRT_SKIP_BENCH=1.
