@@ -163,27 +163,24 @@ class Pipeline:
         else:
             prepared_mask = None
         if region is not None:  # the init images at full size for pasting back, their crops for sampling
-            full = [im.convert("RGB") for im in inits]
-            resized = [imgs.resize_image(2, im.crop(region), width, height) for im in full]
+            pasted_on = [im.convert("RGB") for im in inits]
+            resized = [imgs.resize_image(2, im.crop(region), width, height) for im in pasted_on]
         else:
             resized = [imgs.resize_image(resize_mode, im.convert("RGB"), width, height) for im in inits]
+            pasted_on, overlay_mask = resized, prepared_mask
         fill = imgs.INPAINTING_FILL[inpainting_fill]
 
         def init_for(batch_size: int, it: int) -> _Init:
             # image j of the job uses init image j modulo their number (A1111 cycles through them)
-            originals = [resized[(it * batch_size + j) % len(resized)] for j in range(batch_size)]
-            to_encode, keep = originals, None
+            picks = [(it * batch_size + j) % len(resized) for j in range(batch_size)]
+            to_encode, keep = [resized[k] for k in picks], None
             if prepared_mask is not None:
                 if fill == "fill":
-                    to_encode = [imgs.fill_masked(im, prepared_mask) for im in originals]
+                    to_encode = [imgs.fill_masked(im, prepared_mask) for im in to_encode]
                 k = imgs.latent_keep_mask(prepared_mask, width // 8, height // 8)
                 keep = torch.from_numpy(k)[None, None].expand(batch_size, self.info.latent_channels, -1, -1)
-            if region is not None:
-                return _Init(self.encode(to_encode), float(denoising_strength), keep, fill,
-                             [full[(it * batch_size + j) % len(full)] for j in range(batch_size)],
-                             [overlay_mask] * batch_size, paste_region=region)
-            return _Init(self.encode(to_encode), float(denoising_strength), keep, fill, originals,
-                         [prepared_mask] * batch_size if prepared_mask is not None else None)
+            return _Init(self.encode(to_encode), float(denoising_strength), keep, fill, [pasted_on[k] for k in picks],
+                         [overlay_mask] * batch_size if overlay_mask is not None else None, paste_region=region)
 
         return self._generate(
             prompt=prompt, negative_prompt=negative_prompt, steps=steps, sampler_name=sampler_name,

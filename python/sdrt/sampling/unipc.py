@@ -74,12 +74,17 @@ def _predictor(x, outputs, points, lam, s, i, order, variant):
     inputs, weights = [x, m0], [s[i + 1] / s[i], -h_phi_1]
     if order >= 2:
         rhos = np.array([0.5]) if order == 2 else np.linalg.solve(R[:-1, :-1], b[:-1])
-        for k in range(1, order):  # - B(h) rho_k (m_k - m0) / r_k
-            c = b_h * rhos[k - 1] / rks[k - 1]
-            inputs.append(outputs[-(k + 1)])
-            weights += [-c]
-            weights[1] += c
+        _add_history(inputs, weights, outputs, rks, rhos, b_h, order)
     return kernels.linear_combination(inputs, weights)
+
+
+def _add_history(inputs, weights, outputs, rks, rhos, b_h, order) -> None:
+    """Append - B(h) sum_k rho_k (m_k - m0) / r_k over the older predictions m_k (inputs[1] is m0)."""
+    for k in range(1, order):
+        c = b_h * rhos[k - 1] / rks[k - 1]
+        inputs.append(outputs[-(k + 1)])
+        weights.append(-c)
+        weights[1] += c
 
 
 def _corrector(x_prev, m_t, outputs, points, lam, s, i, order, variant):
@@ -91,11 +96,7 @@ def _corrector(x_prev, m_t, outputs, points, lam, s, i, order, variant):
     h_phi_1, b_h, R, b = _coefficients(-h, rks, order, variant)
     rhos = np.array([0.5]) if order == 1 else np.linalg.solve(R, b)
     inputs, weights = [x_prev, m0, m_t], [s[i] / s[j], -h_phi_1, 0.0]
-    for k in range(1, order):
-        c = b_h * rhos[k - 1] / rks[k - 1]
-        inputs.append(outputs[-(k + 1)])
-        weights += [-c]
-        weights[1] += c
+    _add_history(inputs, weights, outputs, rks, rhos, b_h, order)
     weights[1] += b_h * rhos[-1]   # - B(h) rho_c (m_t - m0)
     weights[2] -= b_h * rhos[-1]
     return kernels.linear_combination(inputs, weights)

@@ -176,7 +176,6 @@ def train_unet(unet, text_encoder, dataset: dict[str, torch.Tensor], empty_ids: 
 
     device = dataset["mean"].device
     sched = DDPMScheduler(**{k: v for k, v in toy_config.SCHEDULER_CONFIG.items() if k != "timestep_spacing"})
-    alphas_cumprod = sched.alphas_cumprod.to(device)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     ema = copy.deepcopy(unet).requires_grad_(False)
@@ -198,8 +197,7 @@ def train_unet(unet, text_encoder, dataset: dict[str, torch.Tensor], empty_ids: 
         ids[drop] = empty_ids
         noise = torch.randn(shape, generator=g).to(device)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g).to(device)
-        a = alphas_cumprod[t].view(-1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise  # DDPM q(z_t | z_0), Ho et al. 2020 eq. 4
+        zt = sched.add_noise(z0, noise, t)  # DDPM q(z_t | z_0), Ho et al. 2020 eq. 4; follows z0's device
         context = text_encoder(ids).last_hidden_state
         loss = F.mse_loss(unet(zt, t, context).sample, noise)
         opt.zero_grad(set_to_none=True)
