@@ -13,6 +13,7 @@ from .sde_samplers import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_dpmpp
 from .schedules import (get_sigmas_align_your_steps, get_sigmas_beta, get_sigmas_ddim, get_sigmas_exponential,
                         get_sigmas_karras, get_sigmas_kl_optimal, get_sigmas_normal, get_sigmas_polyexponential,
                         get_sigmas_sgm_uniform, get_sigmas_simple, get_timestep_sigmas, get_unipc_timestep_sigmas)
+from .lcm import LCMDenoiser, sample_lcm
 from .unipc import sample_unipc
 
 
@@ -30,6 +31,12 @@ class SamplerInfo:
     # A1111's timestep samplers (DDIM, UniPC): their own sigmas `timesteps(steps, denoiser)` whatever the
     # schedule, and they start from pure noise and end in the model's VP space (x * sqrt(alpha_bar))
     timesteps: Optional[Callable] = None
+    # Samplers that see the model through their own denoiser (LCM's 50 original timesteps):
+    # `denoiser(base) -> denoiser`; their schedules are computed on it too, as in A1111
+    denoiser: Optional[Callable] = None
+
+    def model_denoiser(self, base):
+        return base if self.denoiser is None else self.denoiser(base)
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
@@ -51,6 +58,7 @@ SAMPLERS: dict[str, SamplerInfo] = {
         SamplerInfo("DDIM", sample_ddim, "Automatic", ("eta",), timesteps=get_timestep_sigmas),
         SamplerInfo("UniPC", partial(sample_unipc, order=3, variant="bh1"), "Automatic",
                     timesteps=get_unipc_timestep_sigmas),
+        SamplerInfo("LCM", sample_lcm, "Uniform", denoiser=LCMDenoiser.wrapping),
     )
 }
 samplers = {name: info.function for name, info in SAMPLERS.items()}
@@ -113,8 +121,8 @@ def sigmas_for(schedule: str, steps: int, denoiser, *, discard_next_to_last_sigm
     return SCHEDULE_FUNCTIONS[schedule](steps, denoiser)
 
 
-__all__ = ["CHURN", "SAMPLERS", "SCHEDULERS", "SCHEDULE_FUNCTIONS", "SamplerInfo", "get_sigmas_align_your_steps",
+__all__ = ["CHURN", "LCMDenoiser", "SAMPLERS", "SCHEDULERS", "SCHEDULE_FUNCTIONS", "SamplerInfo", "get_sigmas_align_your_steps",
            "get_sigmas_beta", "get_sigmas_ddim", "get_sigmas_exponential", "get_sigmas_karras", "get_sigmas_kl_optimal",
            "get_sigmas_normal", "get_timestep_sigmas", "get_unipc_timestep_sigmas", "sample_unipc",
-           "get_sigmas_polyexponential", "get_sigmas_sgm_uniform", "get_sigmas_simple", "resolve_sampler", "samplers",
+           "get_sigmas_polyexponential", "get_sigmas_sgm_uniform", "get_sigmas_simple", "resolve_sampler", "sample_lcm", "samplers",
            "schedule_label", "sigmas_for"]
