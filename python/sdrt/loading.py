@@ -66,8 +66,12 @@ def load_components(folder: str, dtype: "torch.dtype", vae: str | None = None):
 
 
 def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dtype: torch.dtype | None = None,
-         vae: str | None = None):
-    """Load a model (``"toy"`` or a diffusers folder) and return a :class:`sdrt.pipelines.Pipeline`."""
+         vae: str | None = None, batch_invariant: bool = True):
+    """Load a model (``"toy"`` or a diffusers folder) and return a :class:`sdrt.pipelines.Pipeline`.
+
+    batch_invariant (default True): each image of a batch runs through the UNet and VAE on its own,
+    so a batch with seeds s..s+3 is bit-identical to four single runs; False batches them into one
+    call for throughput (results then differ from single runs by float rounding)."""
     import torch
 
     from .backends.torch_backend import TorchBackend
@@ -89,6 +93,13 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
     info = ModelInfo(name="toy" if model == "toy" else os.path.basename(os.path.normpath(path)),
                      scaling_factor=float(vae_model.config.scaling_factor),
                      default_size=int(unet.config.sample_size) * 8,
-                     latent_channels=int(unet.config.in_channels))
+                     latent_channels=int(vae_model.config.latent_channels),
+                     unet_in_channels=int(unet.config.in_channels))
+    extra = info.unet_in_channels - info.latent_channels
+    if extra not in (0, 5):  # 5: an inpainting UNet (mask + masked-image latents)
+        kind = " (an instruct-pix2pix UNet, not supported yet)" if extra == info.latent_channels else ""
+        raise ValueError(f"model {model!r}: the UNet takes {info.unet_in_channels} input channels for "
+                         f"{info.latent_channels}-channel latents{kind}; supported: latents alone or inpainting "
+                         f"(latents + 5)")
     backend_impl = TorchBackend(unet, text_encoder, vae_model, device=device, dtype=dtype)
-    return Pipeline(backend_impl, get_tokenizer(), model_sigmas, info)
+    return Pipeline(backend_impl, get_tokenizer(), model_sigmas, info, batch_invariant=batch_invariant)

@@ -11,7 +11,7 @@ class FakeInner:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, x, sigma, ctx):
+    def __call__(self, x, sigma, ctx, image_cond=None):
         self.calls.append(ctx.shape)
         return x * (1 + ctx.mean(dim=(1, 2))).view(-1, 1, 1, 1)
 

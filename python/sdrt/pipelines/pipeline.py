@@ -41,6 +41,11 @@ class ModelInfo:
     default_size: int
     latent_channels: int = 4
     hash: Optional[str] = None
+    unet_in_channels: int = 4  # 9 for inpainting UNets: latents + mask + masked-image latents
+
+    @property
+    def image_cond_channels(self) -> int:
+        return self.unet_in_channels - self.latent_channels
 
 
 @dataclass
@@ -53,11 +58,17 @@ class _Init:
     originals: Optional[list[Image.Image]] = None  # pasted back outside the mask
     overlay_masks: Optional[list[Image.Image]] = None
     paste_region: Optional[tuple[int, int, int, int]] = None  # inpaint only masked: where the result goes
+    image_cond: Optional[torch.Tensor] = None  # inpainting UNets' extra input channels
 
 
 class Pipeline:
-    def __init__(self, backend, tokenizer, model_sigmas: torch.Tensor, info: ModelInfo):
+    def __init__(self, backend, tokenizer, model_sigmas: torch.Tensor, info: ModelInfo, *,
+                 batch_invariant: bool = True):
         self.backend, self.tokenizer, self.info = backend, tokenizer, info
+        # True: every image of a batch runs through the UNet and the VAE on its own, so it is
+        # bit-identical to the same seed generated alone; False: one call for the whole batch (faster
+        # on a GPU; images then differ from single runs by float rounding, a level or so).
+        self.batch_invariant = batch_invariant
         self.denoiser = DiscreteEpsDenoiser(backend.unet_forward, model_sigmas)
         # Textual-inversion lookup (token ids, position) -> (name, vectors, tokens consumed) | None;
         # filled by the embeddings loader.
@@ -78,15 +89,42 @@ class Pipeline:
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         vae_latents = kernels.unscale_latents(latents.contiguous(), self.info.scaling_factor)
-        pixels = self.backend.vae_decode(vae_latents).contiguous().cpu()
+        pixels = self._per_image(self.backend.vae_decode, vae_latents).contiguous().cpu()
         return [Image.fromarray(a) for a in kernels.to_rgb_uint8(pixels).numpy()]
+
+    def _per_image(self, fn, batch: torch.Tensor) -> torch.Tensor:
+        """fn over the batch, one image per call when batch_invariant."""
+        if not self.batch_invariant or batch.shape[0] == 1:
+            return fn(batch)
+        return torch.cat([fn(batch[i:i + 1]) for i in range(batch.shape[0])])
 
     def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """RGB images -> diffusion-space latents (the posterior mean: deterministic, where A1111
         samples the posterior with the global RNG)."""
-        pixels = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1.0
-        latents = self.backend.vae_encode(torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous())
+        return self._encode_pixels(_to_pixels(images))
+
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        latents = self._per_image(self.backend.vae_encode, pixels.contiguous())
         return kernels.scale_latents(latents.contiguous().cpu(), self.info.scaling_factor)
+
+    def image_conditioning(self, batch_size: int, width: int, height: int,
+                           sources: Sequence[Image.Image] | None = None,
+                           mask: Image.Image | None = None) -> torch.Tensor | None:
+        """An inpainting UNet's extra input (LDM's c_concat; A1111 inpainting_image_conditioning with
+        inpainting_mask_weight 1): [mask, latents of the source with the masked part grey] along
+        channels. The mask (white = repaint) is rounded to 0/1 and downsampled nearest to the latent
+        size. No source (txt2img) or no mask: everything is masked, so the image is all grey.
+        None for models without extra input channels."""
+        if self.info.image_cond_channels == 0:
+            return None
+        if sources is None or mask is None:
+            pixels, m = torch.zeros(batch_size, 3, height, width), torch.ones(1, 1, height, width)
+        else:
+            m = torch.from_numpy(np.round(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0))[None, None]
+            pixels = _to_pixels(sources) * (1 - m)
+        latents = self._encode_pixels(pixels)
+        m = torch.nn.functional.interpolate(m, size=latents.shape[-2:], mode="nearest")
+        return torch.cat([m.expand(batch_size, -1, -1, -1), latents], dim=1)
 
     def txt2img(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] = "", *, steps: int = 20,
                 sampler_name: str = "Euler a", scheduler: str = "Automatic", cfg_scale: float = 7.0,
@@ -180,7 +218,8 @@ class Pipeline:
                 k = imgs.latent_keep_mask(prepared_mask, width // 8, height // 8)
                 keep = torch.from_numpy(k)[None, None].expand(batch_size, self.info.latent_channels, -1, -1)
             return _Init(self.encode(to_encode), float(denoising_strength), keep, fill, [pasted_on[k] for k in picks],
-                         [overlay_mask] * batch_size if overlay_mask is not None else None, paste_region=region)
+                         [overlay_mask] * batch_size if overlay_mask is not None else None, paste_region=region,
+                         image_cond=self.image_conditioning(batch_size, width, height, to_encode, prepared_mask))
 
         return self._generate(
             prompt=prompt, negative_prompt=negative_prompt, steps=steps, sampler_name=sampler_name,
@@ -213,7 +252,8 @@ class Pipeline:
             raise ValueError(f"subseed_strength={subseed_strength}; must be in [0, 1]")
         first_subseed = resolve_seed(subseed, "subseed") if subseed_strength else None
         steps = int(steps)
-        sigmas = sigmas_for(schedule, steps, self.denoiser, discard_next_to_last_sigma=info.discard_next_to_last_sigma,
+        model_denoiser = info.model_denoiser(self.denoiser)
+        sigmas = sigmas_for(schedule, steps, model_denoiser, discard_next_to_last_sigma=info.discard_next_to_last_sigma,
                             timesteps=info.timesteps)
         given = {"eta": eta, "s_churn": s_churn, "s_tmin": s_tmin, "s_tmax": s_tmax, "s_noise": s_noise}
         # eta None: the sampler's own default (A1111: eta_ancestral 1 for ancestral/SDE, eta_ddim 0 for DDIM)
@@ -224,6 +264,7 @@ class Pipeline:
         batch_cond = conditioning_for_batch(prompts, negatives, steps, self.tokenizer, self.backend.encode_text, opts)
         images, seeds, infotexts, all_prompts = [], [], [], []
         interrupted = False
+        txt2img_image_cond = None  # an inpainting UNet's "everything masked" input, the same for every batch
         for it in range(int(n_iter)):
             if interrupted:
                 break
@@ -240,9 +281,16 @@ class Pipeline:
                 run_sigmas, x = sigmas, noise * float(sigmas[0])
             else:
                 run_sigmas, x = self._img2img_start(init, noise, sigmas, steps)
-            denoiser = CFGDenoiser(self.denoiser, batch_cond, cfg_scale,
+            if init is not None:
+                image_cond = init.image_cond
+            else:
+                if txt2img_image_cond is None:
+                    txt2img_image_cond = self.image_conditioning(batch_size, width, height)
+                image_cond = txt2img_image_cond
+            denoiser = CFGDenoiser(model_denoiser, batch_cond, cfg_scale, image_cond=image_cond,
                                    init_latent=init.latents if init is not None and init.keep is not None else None,
-                                   keep_mask=init.keep if init is not None else None, should_stop=should_stop)
+                                   keep_mask=init.keep if init is not None else None, should_stop=should_stop,
+                                   batch_invariant=self.batch_invariant)
             if info.brownian_noise:
                 sampler_options["noise_sampler"] = BrownianTreeNoise(x, sigmas, batch_seeds)
             try:
@@ -294,6 +342,12 @@ class Pipeline:
         t_enc = int(min(init.strength, 0.999) * steps)
         run = sigmas[steps - t_enc - 1:]
         return run, latents + noise * float(run[0])
+
+
+def _to_pixels(images: Sequence[Image.Image]) -> torch.Tensor:
+    """RGB images -> (N, 3, H, W) float32 in [-1, 1]."""
+    pixels = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1.0
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
 
 
 def _check_size(width: int, height: int) -> None:
