@@ -27,12 +27,13 @@ SCENES = [data.ShapeSpec(s, c, "large", p) for s, c, p in (
     ("circle", "pink", "top right"), ("square", "green", "top left"))]
 
 
-def test_img2img_low_strength_keeps_colour_and_position(pipe):
+@pytest.mark.parametrize("sampler", ["Euler a", "DDIM"])  # k-diffusion and A1111's timestep img2img
+def test_img2img_low_strength_keeps_colour_and_position(pipe, sampler):
     kept = {"colour": 0, "position": 0}
     for i, spec in enumerate(SCENES):
         init = Image.fromarray(data.render(data.scene_from(spec, "white")))
         out = pipe.img2img(init, data.caption(data.scene_from(spec, "white")), denoising_strength=0.3,
-                           seed=100 + i, steps=20, cfg_scale=5.0)
+                           seed=100 + i, steps=20, cfg_scale=5.0, sampler_name=sampler)
         checks = scorer.check(np.asarray(out.images[0]), spec)
         for k in kept:
             kept[k] += checks[k]

@@ -131,3 +131,37 @@ def test_a1111_ddim_timesteps():
     want_t = list(range(951, 0, -50))  # range(0, 1000, 50) + 1, from the largest down
     assert torch.equal(sig, den.sigmas.double()[want_t])
     assert len(get_timestep_sigmas(30, den)) == 31  # A1111's range(0, 1000, 1000 // 30) has 31 entries
+
+
+@pytest.mark.parametrize("strength,eta", [(0.5, 0.0), (0.75, 0.7), (0.3, 0.0)])
+def test_ddim_img2img_is_a1111s_timestep_form(rng, strength, eta):
+    """A1111's DDIM img2img (CompVisSampler.sample_img2img): of the ascending timesteps T, the init
+    latent is noised in VP space to T[t_enc], and the DDIM loop then calls the model at T[t_enc - 1]
+    ... T[1], each step going to the timestep below, ending at T[0] = 1. Here that loop is diffusers'
+    DDIMScheduler (its 'leading' timesteps with steps_offset 1 are A1111's)."""
+    from sdrt.pipelines.pipeline import Pipeline, _Init
+    from sdrt.sampling import SAMPLERS
+
+    steps = 20
+    sched = DDIMScheduler(**SD, timestep_spacing="leading", steps_offset=1, set_alpha_to_one=False,
+                          clip_sample=False)
+    sched.set_timesteps(steps)
+    asc = sched.timesteps.flip(0)
+    t_enc = int(strength * steps)
+    unet, model, den, init = _setup(rng)
+    noise = torch.from_numpy(rng.standard_normal(init.shape).astype(np.float32))
+    noises = _noises(rng, steps, init.shape)
+
+    a_enc = sched.alphas_cumprod[asc[t_enc]]
+    want = init * a_enc.sqrt() + noise * (1 - a_enc).sqrt()
+    sched.timesteps = asc[1:t_enc].flip(0)
+    for i, t in enumerate(sched.timesteps):
+        want = sched.step(unet(want, t), t, want, eta=eta, variance_noise=noises[i]).prev_sample
+
+    info = SAMPLERS["DDIM"]
+    sigmas = get_timestep_sigmas(steps, den)
+    run, x = Pipeline._img2img_start(_Init(init, strength), noise, sigmas, steps, info, den)
+    assert len(run) == t_enc  # t_enc - 1 model calls
+    draws = iter(noises)
+    got = samplers["DDIM"](model, x, run, noise=lambda: next(draws), eta=eta)
+    assert_close(got / math.sqrt(1 + float(run[-1]) ** 2), want)

@@ -49,3 +49,22 @@ def test_a1111_unipc_timesteps_are_the_model_sigmas_at_integer_times():
     s20 = get_unipc_timestep_sigmas(20, den)
     assert len(s20) == 21 and torch.all(s20[:-1] > s20[1:])
     assert float(s20[-1]) == pytest.approx(float(den.sigmas[0]), rel=1e-6)
+
+
+def test_a1111_unipc_img2img_grid():
+    """A1111 UniPC img2img: t_enc steps evenly in time from t_start = T[t_enc - 1] (its T[-1] / 1000 +
+    1 / 1000 in continuous time) to 0, the init noised to T[t_enc] of the DDIM-style timesteps T."""
+    from sdrt.sampling import SAMPLERS, img2img_sigmas
+
+    den = DiscreteEpsDenoiser(lambda *a: None, discrete_sigmas(scaled_linear_betas()))
+    info = SAMPLERS["UniPC"]
+    run, sigma_noise = img2img_sigmas(info, info.timesteps(20, den), 20, 0.5, den)
+    assert len(run) == 11  # t_enc = 10 steps
+    want_t = [451 - 45.1 * k for k in range(11)]
+    assert float(run[0]) == pytest.approx(float(den.sigmas[451]), rel=1e-6)
+    assert float(run[-1]) == pytest.approx(float(den.sigmas[0]), rel=1e-6)
+    assert float(run[5]) == pytest.approx(float(den.t_to_sigma(torch.tensor(want_t[5]))), rel=1e-4)
+    assert sigma_noise == pytest.approx(float(den.sigmas[501]), rel=1e-6)
+    # strength so low that no step is left: the noised init at T[0], no model call
+    run0, s0 = img2img_sigmas(info, info.timesteps(20, den), 20, 0.01, den)
+    assert len(run0) == 1 and s0 == pytest.approx(float(den.sigmas[1]), rel=1e-6)

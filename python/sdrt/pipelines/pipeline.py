@@ -15,7 +15,7 @@ from PIL import Image
 
 from .. import __version__, kernels
 from ..prompt.conditioning import ConditioningOptions, conditioning_for_batch
-from ..sampling import resolve_sampler, schedule_label, sigmas_for
+from ..sampling import img2img_sigmas, resolve_sampler, schedule_label, sigmas_for
 from ..sampling.brownian import BrownianTreeNoise
 from ..sampling.denoiser import CFGDenoiser, DiscreteEpsDenoiser, Interrupted
 from . import images as imgs
@@ -280,7 +280,7 @@ class Pipeline:
             elif init is None:
                 run_sigmas, x = sigmas, noise * float(sigmas[0])
             else:
-                run_sigmas, x = self._img2img_start(init, noise, sigmas, steps)
+                run_sigmas, x = self._img2img_start(init, noise, sigmas, steps, info, model_denoiser)
             if init is not None:
                 image_cond = init.image_cond
             else:
@@ -330,18 +330,20 @@ class Pipeline:
         return Result(images, seeds, infotexts, all_prompts, interrupted)
 
     @staticmethod
-    def _img2img_start(init: _Init, noise: torch.Tensor, sigmas: torch.Tensor, steps: int):
-        """A1111 sample_img2img: t_enc = int(min(strength, 0.999) * steps); run the last t_enc + 1
-        sigmas from init + noise * sigma. Inpainting fills 2/3 replace the masked latents first."""
+    def _img2img_start(init: _Init, noise: torch.Tensor, sigmas: torch.Tensor, steps: int, info, denoiser):
+        """A1111 sample_img2img: the init latent plus noise at the schedule's img2img start (see
+        sampling.img2img_sigmas). Inpainting fills 2/3 replace the masked latents first."""
         latents = init.latents
         if init.keep is not None and init.fill == "latent noise":
             latents = latents * init.keep + noise * (1 - init.keep)
         elif init.keep is not None and init.fill == "latent nothing":
             latents = latents * init.keep
         init.latents = latents
-        t_enc = int(min(init.strength, 0.999) * steps)
-        run = sigmas[steps - t_enc - 1:]
-        return run, latents + noise * float(run[0])
+        run, sigma_noise = img2img_sigmas(info, sigmas, steps, init.strength, denoiser)
+        x = latents + noise * sigma_noise
+        if info.timesteps is not None:  # noised in VP space at sigma_noise, seen from the first run sigma
+            x = x * math.sqrt((1 + float(run[0]) ** 2) / (1 + sigma_noise**2))
+        return run, x
 
 
 def _to_pixels(images: Sequence[Image.Image]) -> torch.Tensor:

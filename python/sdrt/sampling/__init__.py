@@ -12,7 +12,8 @@ from .samplers import (sample_ddim, sample_dpm_2, sample_dpm_2_ancestral, sample
 from .sde_samplers import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_dpmpp_sde
 from .schedules import (get_sigmas_align_your_steps, get_sigmas_beta, get_sigmas_ddim, get_sigmas_exponential,
                         get_sigmas_karras, get_sigmas_kl_optimal, get_sigmas_normal, get_sigmas_polyexponential,
-                        get_sigmas_sgm_uniform, get_sigmas_simple, get_timestep_sigmas, get_unipc_timestep_sigmas)
+                        get_sigmas_sgm_uniform, get_sigmas_simple, get_timestep_sigmas, get_unipc_timestep_sigmas,
+                        ddim_img2img_sigmas, unipc_img2img_sigmas)
 from .lcm import LCMDenoiser, sample_lcm
 from .unipc import sample_unipc
 
@@ -31,6 +32,8 @@ class SamplerInfo:
     # A1111's timestep samplers (DDIM, UniPC): their own sigmas `timesteps(steps, denoiser)` whatever the
     # schedule, and they start from pure noise and end in the model's VP space (x * sqrt(alpha_bar))
     timesteps: Optional[Callable] = None
+    # and their img2img form `(steps, t_enc, denoiser) -> (sigmas to run, sigma the init is noised to)`
+    img2img_timesteps: Optional[Callable] = None
     # Samplers that see the model through their own denoiser (LCM's 50 original timesteps):
     # `denoiser(base) -> denoiser`; their schedules are computed on it too, as in A1111
     denoiser: Optional[Callable] = None
@@ -55,9 +58,10 @@ SAMPLERS: dict[str, SamplerInfo] = {
                     brownian_noise=True),
         SamplerInfo("DPM++ 3M SDE", sample_dpmpp_3m_sde, "Exponential", ("eta",), discard_next_to_last_sigma=True,
                     brownian_noise=True),
-        SamplerInfo("DDIM", sample_ddim, "Automatic", ("eta",), timesteps=get_timestep_sigmas),
+        SamplerInfo("DDIM", sample_ddim, "Automatic", ("eta",), timesteps=get_timestep_sigmas,
+                    img2img_timesteps=ddim_img2img_sigmas),
         SamplerInfo("UniPC", partial(sample_unipc, order=3, variant="bh1"), "Automatic",
-                    timesteps=get_unipc_timestep_sigmas),
+                    timesteps=get_unipc_timestep_sigmas, img2img_timesteps=unipc_img2img_sigmas),
         SamplerInfo("LCM", sample_lcm, "Uniform", denoiser=LCMDenoiser.wrapping),
     )
 }
@@ -121,7 +125,20 @@ def sigmas_for(schedule: str, steps: int, denoiser, *, discard_next_to_last_sigm
     return SCHEDULE_FUNCTIONS[schedule](steps, denoiser)
 
 
-__all__ = ["CHURN", "LCMDenoiser", "SAMPLERS", "SCHEDULERS", "SCHEDULE_FUNCTIONS", "SamplerInfo", "get_sigmas_align_your_steps",
+def img2img_sigmas(info: SamplerInfo, sigmas: torch.Tensor, steps: int, strength: float,
+                   denoiser) -> tuple[torch.Tensor, float]:
+    """(sigmas to run, sigma the init latent is noised to) for img2img at denoising `strength`:
+    A1111 runs t_enc = int(min(strength, 0.999) * steps) steps. k-diffusion samplers take the last
+    t_enc + 1 sigmas of the schedule and noise to the first of them; timestep samplers (DDIM, UniPC)
+    have their own form (noise one step above where they start)."""
+    t_enc = int(min(strength, 0.999) * steps)
+    if info.img2img_timesteps is not None:
+        return info.img2img_timesteps(steps, t_enc, denoiser)
+    run = sigmas[steps - t_enc - 1:]
+    return run, float(run[0])
+
+
+__all__ = ["img2img_sigmas", "CHURN", "LCMDenoiser", "SAMPLERS", "SCHEDULERS", "SCHEDULE_FUNCTIONS", "SamplerInfo", "get_sigmas_align_your_steps",
            "get_sigmas_beta", "get_sigmas_ddim", "get_sigmas_exponential", "get_sigmas_karras", "get_sigmas_kl_optimal",
            "get_sigmas_normal", "get_timestep_sigmas", "get_unipc_timestep_sigmas", "sample_unipc",
            "get_sigmas_polyexponential", "get_sigmas_sgm_uniform", "get_sigmas_simple", "resolve_sampler", "sample_lcm", "samplers",

@@ -123,24 +123,49 @@ def get_sigmas_kl_optimal(n: int, sigma_min: float, sigma_max: float) -> torch.T
     return torch.tan(frac * a_min + (1 - frac) * a_max)
 
 
+def a1111_timesteps(n: int, total: int = 1000) -> torch.Tensor:
+    """A1111's timestep samplers' model timesteps, ascending: range(0, total, total // n) + 1,
+    clipped to total - 1 (sd_samplers_timesteps get_timesteps). n + 1 of them when total % n
+    leaves room, as there."""
+    return torch.clamp(torch.arange(0, total, total // n) + 1, 0, total - 1)
+
+
 def get_timestep_sigmas(n: int, denoiser) -> torch.Tensor:
-    """The sigmas of A1111's timestep samplers (DDIM): timesteps range(0, 1000, 1000 // n) + 1
-    (clipped to 999), from the largest down, no appended zero. The sampler makes n - 1 model calls
-    and stops at t = 1, where A1111's DDIM stops too."""
-    total = len(denoiser.sigmas)
-    t = torch.clamp(torch.arange(0, total, total // n) + 1, 0, total - 1).flip(0)
-    return denoiser.sigmas.double()[t]
+    """The sigmas of A1111's timestep samplers (DDIM): its timesteps from the largest down, no
+    appended zero. The sampler makes one call fewer than there are sigmas and stops at t = 1,
+    where A1111's DDIM stops too."""
+    return denoiser.sigmas.double()[a1111_timesteps(n, len(denoiser.sigmas)).flip(0)]
 
 
-def get_unipc_timestep_sigmas(n: int, denoiser) -> torch.Tensor:
+def get_unipc_timestep_sigmas(n: int, denoiser, t_start: float | None = None) -> torch.Tensor:
     """The sigmas of A1111's UniPC (its uni_pc.py, skip_type 'time_uniform' over the discrete VP
-    schedule): n + 1 model times evenly from 999 down to 0, log(alpha) interpolated linearly in time
-    between the training steps (NoiseScheduleVP 'discrete'), sigma = sqrt(1 - alpha^2) / alpha. No
-    appended zero: A1111's UniPC stops at t = 0 (sigma_min) and decodes that."""
+    schedule): n + 1 model times evenly from `t_start` (default the last training step) down to 0,
+    log(alpha) interpolated linearly in time between the training steps (NoiseScheduleVP
+    'discrete'), sigma = sqrt(1 - alpha^2) / alpha. No appended zero: A1111's UniPC stops at t = 0
+    (sigma_min) and decodes that."""
     sig = denoiser.sigmas.double()
     log_alpha = -0.5 * torch.log1p(sig**2)  # alpha_bar = 1 / (1 + sigma^2)
-    tau = torch.linspace(len(sig) - 1, 0, n + 1, dtype=torch.float64)
+    tau = torch.linspace(len(sig) - 1 if t_start is None else t_start, 0, n + 1, dtype=torch.float64)
     lo = tau.floor().long().clamp(max=len(sig) - 2)
     frac = tau - lo
     la = log_alpha[lo] * (1 - frac) + log_alpha[lo + 1] * frac
     return torch.sqrt(torch.expm1(-2 * la))
+
+
+# img2img on A1111's timestep samplers (CompVisSampler.sample_img2img): of the ascending timesteps
+# T, the sampler runs on T[:t_enc] while the init latent is noised to T[t_enc], one step above
+# (A1111's behaviour, kept for faithful images). Each returns (sigmas to run, sigma of the noise).
+
+def ddim_img2img_sigmas(steps: int, t_enc: int, denoiser) -> tuple[torch.Tensor, float]:
+    """DDIM: the model is called at T[t_enc - 1] ... T[1] and the result is taken at T[0]."""
+    sig, asc = denoiser.sigmas.double(), a1111_timesteps(steps, len(denoiser.sigmas))
+    return sig[asc[:max(t_enc, 1)].flip(0)], float(sig[asc[t_enc]])
+
+
+def unipc_img2img_sigmas(steps: int, t_enc: int, denoiser) -> tuple[torch.Tensor, float]:
+    """UniPC: t_enc steps evenly in time from T[t_enc - 1] (A1111's t_start = T[-1] / 1000 + 1 / 1000
+    in its continuous time) down to 0."""
+    sig, asc = denoiser.sigmas.double(), a1111_timesteps(steps, len(denoiser.sigmas))
+    if t_enc == 0:  # no step to take (A1111 fails there): the noised init, decoded
+        return sig[asc[:1]], float(sig[asc[0]])
+    return get_unipc_timestep_sigmas(t_enc, denoiser, float(asc[t_enc - 1])), float(sig[asc[t_enc]])
