@@ -18,13 +18,18 @@ def toy_model_path() -> str:
     return str(files("sdrt.toy") / "weights")
 
 
+CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
+
+
 def _resolve(model: str) -> str:
     path = toy_model_path() if model == "toy" else os.path.expanduser(str(model))
     if not os.path.exists(path):
         raise FileNotFoundError(f"model {model!r}: no such file or folder ({path})")
     if os.path.isfile(path):
-        raise ValueError(f"model {model!r}: single-file checkpoints are not supported yet; "
-                         "pass a diffusers folder or 'toy'")
+        if not path.endswith(CHECKPOINT_EXTENSIONS):
+            raise ValueError(f"model {model!r}: a single-file checkpoint must be one of "
+                             f"{', '.join(CHECKPOINT_EXTENSIONS)}; or pass a diffusers folder or 'toy'")
+        return path
     if not os.path.isfile(os.path.join(path, "model_index.json")):
         raise ValueError(f"model {model!r}: {path} is not a diffusers folder (no model_index.json)")
     return path
@@ -51,23 +56,47 @@ def _quiet_hf_loading():
 
 def load_components(folder: str, dtype: "torch.dtype", vae: str | None = None):
     """(unet, text_encoder, vae) of a diffusers folder, read from local files only; `vae` overrides
-    the folder's VAE with another AutoencoderKL folder."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    the folder's VAE."""
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    vae_path = vae if vae is not None else os.path.join(folder, "vae")
-    if not os.path.isfile(os.path.join(vae_path, "config.json")):
-        raise ValueError(f"vae={vae_path!r}: expected a diffusers AutoencoderKL folder with config.json")
     common = dict(torch_dtype=dtype, local_files_only=True)
     with _quiet_hf_loading():
-        return (UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"), **common),
-                CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), **common),
-                AutoencoderKL.from_pretrained(vae_path, **common))
+        unet = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"), **common)
+        text_encoder = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), **common)
+        own_vae = os.path.join(folder, "vae")
+        like = _read_json(os.path.join(own_vae, "config.json")) if vae is not None and os.path.isfile(vae) else None
+        vae_model = load_vae(vae if vae is not None else own_vae, dtype, config=like)
+    return unet, text_encoder, vae_model
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_vae(path: str, dtype: "torch.dtype", config: dict | None = None):
+    """An AutoencoderKL from a diffusers folder, or from a single VAE file (A1111's models/VAE
+    *.safetensors / *.pt / *.ckpt, original layout with or without the first_stage_model. prefix)
+    with `config` (the model's own VAE config) or SD's."""
+    from diffusers import AutoencoderKL
+
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ValueError(f"vae={path!r}: expected a diffusers AutoencoderKL folder with config.json, or a VAE file")
+        with _quiet_hf_loading():
+            return AutoencoderKL.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"vae={path!r}: no such file or folder")
+    from .loaders.single_file import load_vae_file
+
+    return load_vae_file(path, dtype=dtype, config=config)
 
 
 def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dtype: torch.dtype | None = None,
          vae: str | None = None, batch_invariant: bool = True):
-    """Load a model (``"toy"`` or a diffusers folder) and return a :class:`sdrt.pipelines.Pipeline`.
+    """Load a model (``"toy"``, a diffusers folder, or a single-file .safetensors / .ckpt checkpoint
+    of SD1.x / SD2.x incl. inpainting) and return a :class:`sdrt.pipelines.Pipeline`.
 
     batch_invariant (default True): each image of a batch runs through the UNet and VAE on its own,
     so a batch with seeds s..s+3 is bit-identical to four single runs; False batches them into one
@@ -82,19 +111,25 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not available; valid: {', '.join(BACKENDS)}")
     path = _resolve(model)
-    # The small config first: an unsupported model is refused before any weights are read.
-    with open(os.path.join(path, "scheduler", "scheduler_config.json"), encoding="utf-8") as f:
-        scheduler_config = json.load(f)
-    if scheduler_config.get("prediction_type", "epsilon") != "epsilon":
-        raise ValueError(f"model {model!r}: prediction_type={scheduler_config['prediction_type']!r} is not supported yet")
-    model_sigmas = discrete_sigmas(betas_from_config(scheduler_config))
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
-    unet, text_encoder, vae_model = load_components(path, dtype, vae)
-    info = ModelInfo(name="toy" if model == "toy" else os.path.basename(os.path.normpath(path)),
-                     scaling_factor=float(vae_model.config.scaling_factor),
+    if os.path.isfile(path):
+        unet, text_encoder, vae_model, scheduler_config, family, model_hash = _load_single_file(path, dtype, vae)
+        name = os.path.splitext(os.path.basename(path))[0]
+    else:
+        # The small config first: an unsupported model is refused before any weights are read.
+        with open(os.path.join(path, "scheduler", "scheduler_config.json"), encoding="utf-8") as f:
+            scheduler_config = json.load(f)
+        _check_prediction_type(model, scheduler_config)
+        unet, text_encoder, vae_model = load_components(path, dtype, vae)
+        family = "toy" if model == "toy" else ("sd2" if text_encoder.config.hidden_size == 1024 else "sd1")
+        model_hash = None
+        name = "toy" if model == "toy" else os.path.basename(os.path.normpath(path))
+    model_sigmas = discrete_sigmas(betas_from_config(scheduler_config))
+    info = ModelInfo(name=name, scaling_factor=float(vae_model.config.scaling_factor),
                      default_size=int(unet.config.sample_size) * 8,
                      latent_channels=int(vae_model.config.latent_channels),
-                     unet_in_channels=int(unet.config.in_channels))
+                     unet_in_channels=int(unet.config.in_channels), hash=model_hash,
+                     prediction_type=scheduler_config.get("prediction_type", "epsilon"), family=family)
     extra = info.unet_in_channels - info.latent_channels
     if extra not in (0, 5):  # 5: an inpainting UNet (mask + masked-image latents)
         kind = " (an instruct-pix2pix UNet, not supported yet)" if extra == info.latent_channels else ""
@@ -103,3 +138,23 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
                          f"(latents + 5)")
     backend_impl = TorchBackend(unet, text_encoder, vae_model, device=device, dtype=dtype)
     return Pipeline(backend_impl, get_tokenizer(), model_sigmas, info, batch_invariant=batch_invariant)
+
+
+def _check_prediction_type(model: str, scheduler_config: dict) -> None:
+    kind = scheduler_config.get("prediction_type", "epsilon")
+    if kind not in ("epsilon", "v_prediction"):
+        raise ValueError(f"model {model!r}: prediction_type={kind!r} is not supported; 'epsilon' or 'v_prediction'")
+
+
+def _load_single_file(path: str, dtype, vae: str | None):
+    from .loaders.hashes import autov2
+    from .loaders.single_file import load_checkpoint
+
+    ckpt = load_checkpoint(path, dtype=dtype)
+    arch = ckpt.architecture
+    if arch.family == "sdxl":
+        raise NotImplementedError(f"{path}: an SDXL checkpoint; its modules load "
+                                  "(sdrt.loaders.single_file.load_checkpoint) but SDXL generation is not built yet")
+    vae_model = ckpt.vae if vae is None else load_vae(vae, dtype, config=dict(ckpt.vae.config))
+    # A1111 writes the short sha256 (AutoV2) as "Model hash"
+    return ckpt.unet, ckpt.text_encoders["text_encoder"], vae_model, ckpt.scheduler_config, arch.family, autov2(path)

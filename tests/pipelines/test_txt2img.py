@@ -108,7 +108,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(ValueError, match=r"backend='tensorrt' is not available; valid: torch"):
         sdrt.load("toy", backend="tensorrt")
     (tmp_path / "model.safetensors").write_bytes(b"x")
-    with pytest.raises(ValueError, match=r"single-file checkpoints are not supported yet"):
+    with pytest.raises(ValueError, match=r"model.safetensors: too short for a safetensors file"):
         sdrt.load(str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match=r"is not a diffusers folder"):
         sdrt.load(str(tmp_path))

@@ -42,6 +42,8 @@ class ModelInfo:
     latent_channels: int = 4
     hash: Optional[str] = None
     unet_in_channels: int = 4  # 9 for inpainting UNets: latents + mask + masked-image latents
+    prediction_type: str = "epsilon"  # or "v_prediction" (SD2 768-v)
+    family: str = "sd1"        # sd1 | sd2 | toy: SD2's tokenizer pads with 0 after the first EOS
 
     @property
     def image_cond_channels(self) -> int:
@@ -69,7 +71,7 @@ class Pipeline:
         # bit-identical to the same seed generated alone; False: one call for the whole batch (faster
         # on a GPU; images then differ from single runs by float rounding, a level or so).
         self.batch_invariant = batch_invariant
-        self.denoiser = DiscreteEpsDenoiser(backend.unet_forward, model_sigmas)
+        self.denoiser = DiscreteEpsDenoiser(backend.unet_forward, model_sigmas, info.prediction_type)
         # Textual-inversion lookup (token ids, position) -> (name, vectors, tokens consumed) | None;
         # filled by the embeddings loader.
         self.find_embedding = None
@@ -260,7 +262,8 @@ class Pipeline:
         sampler_options = {k: float(given[k]) for k in info.options if given[k] is not None}
         shape = (self.info.latent_channels, height // 8, width // 8)
 
-        opts = ConditioningOptions(clip_skip=clip_skip, find_embedding=self.find_embedding)
+        opts = ConditioningOptions(clip_skip=clip_skip, find_embedding=self.find_embedding,
+                                   **({"pad_id": 0} if self.info.family == "sd2" else {}))
         batch_cond = conditioning_for_batch(prompts, negatives, steps, self.tokenizer, self.backend.encode_text, opts)
         images, seeds, infotexts, all_prompts = [], [], [], []
         interrupted = False

@@ -17,10 +17,13 @@ from .schedules import append_zero
 
 
 class DiscreteEpsDenoiser:
-    """Maps sigma <-> the model's discrete timesteps and runs an epsilon-prediction UNet."""
+    """Maps sigma <-> the model's discrete timesteps and runs an epsilon- or v-prediction UNet."""
 
-    def __init__(self, unet, model_sigmas: torch.Tensor):
-        self.unet = unet  # callable (x, timestep, context) -> eps
+    def __init__(self, unet, model_sigmas: torch.Tensor, prediction_type: str = "epsilon"):
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type={prediction_type!r}; supported: 'epsilon', 'v_prediction'")
+        self.unet = unet  # callable (x, timestep, context) -> eps | v
+        self.prediction_type = prediction_type
         self.sigmas = model_sigmas.float()
         self.log_sigmas = self.sigmas.log()
 
@@ -61,8 +64,12 @@ class DiscreteEpsDenoiser:
         x_in = x * c_in.view(-1, 1, 1, 1)
         if image_cond is not None:
             x_in = torch.cat([x_in, image_cond.to(x_in)], dim=1)
-        eps = self.unet(x_in, self.sigma_to_t(sigma), context)
-        return x - eps * sigma.view(-1, 1, 1, 1)
+        out = self.unet(x_in, self.sigma_to_t(sigma), context)
+        sigma = sigma.view(-1, 1, 1, 1)
+        if self.prediction_type == "v_prediction":
+            # k-diffusion DiscreteVDDPMDenoiser (Salimans & Ho 2022, v = alpha eps - sigma_vp x0; sigma_data 1)
+            return x / (sigma**2 + 1) - out * sigma * (sigma**2 + 1) ** -0.5
+        return x - out * sigma
 
 
 class Interrupted(Exception):

@@ -30,18 +30,18 @@ class LCMDenoiser(DiscreteEpsDenoiser):
     interpolates log-sigma between them; the prediction carries the boundary condition.
     """
 
-    def __init__(self, unet, model_sigmas: torch.Tensor):
+    def __init__(self, unet, model_sigmas: torch.Tensor, prediction_type: str = "epsilon"):
         total = len(model_sigmas)
         self.skip_steps = total // ORIGINAL_TIMESTEPS
         if self.skip_steps < 1:
             raise ValueError(f"LCM needs at least {ORIGINAL_TIMESTEPS} training timesteps; the model has {total}")
         valid = model_sigmas[total - 1 - self.skip_steps * torch.arange(ORIGINAL_TIMESTEPS - 1, -1, -1)]
-        super().__init__(unet, valid)
+        super().__init__(unet, valid, prediction_type)
 
     @classmethod
     def wrapping(cls, base: DiscreteEpsDenoiser) -> "LCMDenoiser":
         """The same UNet, seen through LCM's timesteps (the base denoiser holds all of the model's)."""
-        return cls(base.unet, base.sigmas)
+        return cls(base.unet, base.sigmas, base.prediction_type)
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         dists = sigma.float().log() - self.log_sigmas[:, None]
