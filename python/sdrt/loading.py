@@ -93,10 +93,25 @@ def load_vae(path: str, dtype: "torch.dtype", config: dict | None = None):
     return load_vae_file(path, dtype=dtype, config=config)
 
 
+def model_folders(models_dir: str | None = None):
+    """A1111's model folders under `models_dir` (else $SDRT_MODELS_ROOT); None when neither is set:
+    sdrt never picks up a models/ folder from wherever it happens to run."""
+    from .loaders.model_folders import ModelFolders
+
+    root = models_dir or os.environ.get("SDRT_MODELS_ROOT")
+    return ModelFolders(root) if root else None
+
+
 def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dtype: torch.dtype | None = None,
-         vae: str | None = None, batch_invariant: bool = True):
+         vae: str | None = None, batch_invariant: bool = True, models_dir: str | None = None,
+         embeddings_dir: str | None = None):
     """Load a model (``"toy"``, a diffusers folder, or a single-file .safetensors / .ckpt checkpoint
     of SD1.x / SD2.x incl. inpainting) and return a :class:`sdrt.pipelines.Pipeline`.
+
+    models_dir (or $SDRT_MODELS_ROOT): A1111's layout (models/Stable-diffusion, Lora, VAE,
+    embeddings); `model`, `vae` and LoRA names are then looked up there (only there: no path
+    traversal), and the embeddings folder's textual inversions are usable in prompts by file name.
+    embeddings_dir: another folder of embeddings.
 
     batch_invariant (default True): each image of a batch runs through the UNet and VAE on its own,
     so a batch with seeds s..s+3 is bit-identical to four single runs; False batches them into one
@@ -110,7 +125,9 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
 
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not available; valid: {', '.join(BACKENDS)}")
-    path = _resolve(model)
+    folders = model_folders(models_dir)
+    path = _resolve(_by_name(folders, "checkpoints", model))
+    vae = _by_name(folders, "vae", vae) if vae is not None else None
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
     if os.path.isfile(path):
         unet, text_encoder, vae_model, scheduler_config, family, model_hash = _load_single_file(path, dtype, vae)
@@ -137,7 +154,32 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
                          f"{info.latent_channels}-channel latents{kind}; supported: latents alone or inpainting "
                          f"(latents + 5)")
     backend_impl = TorchBackend(unet, text_encoder, vae_model, device=device, dtype=dtype)
-    return Pipeline(backend_impl, get_tokenizer(), model_sigmas, info, batch_invariant=batch_invariant)
+    pipe = Pipeline(backend_impl, get_tokenizer(), model_sigmas, info, batch_invariant=batch_invariant)
+    pipe.model_folders = folders
+    folders_embeddings = folders.folder("embeddings") if folders is not None else None
+    _attach_embeddings(pipe, [d for d in (folders_embeddings, embeddings_dir) if d])
+    return pipe
+
+
+def _by_name(folders, kind: str, name: str) -> str:
+    """A path as given when it exists (or "toy"), else a name inside the model folders."""
+    if name == "toy" or os.path.exists(os.path.expanduser(str(name))) or folders is None:
+        return name
+    return folders.resolve(kind, name)
+
+
+def _attach_embeddings(pipe, folders: list[str]) -> None:
+    """Textual inversions from `folders`, found in prompts by file name (A1111). Files for another
+    model family or unreadable ones are skipped and listed in ``pipe.embeddings.skipped``."""
+    from .loaders.embeddings import EmbeddingDatabase
+
+    key = "clip_h" if pipe.info.family == "sd2" else "clip_l"
+    db = EmbeddingDatabase(pipe.tokenizer, key, int(pipe.text_encoder.config.hidden_size))
+    for folder in folders:
+        db.load_dir(folder)
+    pipe.embeddings = db
+    if len(db):
+        pipe.find_embedding = db.find_embedding
 
 
 def _check_prediction_type(model: str, scheduler_config: dict) -> None:

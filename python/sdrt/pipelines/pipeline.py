@@ -75,6 +75,8 @@ class Pipeline:
         # Textual-inversion lookup (token ids, position) -> (name, vectors, tokens consumed) | None;
         # filled by the embeddings loader.
         self.find_embedding = None
+        self.embeddings = None      # the EmbeddingDatabase behind find_embedding (sdrt.load fills both)
+        self.model_folders = None   # A1111's model folders, where LoRA names are looked up
 
     # The loaded modules, as in a diffusers pipeline (torch backend).
     @property
