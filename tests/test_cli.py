@@ -33,3 +33,18 @@ def test_info_console_script_runs_offline():
 def test_no_command_prints_help_and_fails(capsys):
     assert main([]) == 2
     assert "info" in capsys.readouterr().out
+
+
+def test_models_lists_the_a1111_folders(tmp_path, capsys, monkeypatch):
+    from sdrt.cli import main
+
+    (tmp_path / "models" / "Lora" / "styles").mkdir(parents=True)
+    (tmp_path / "models" / "Lora" / "styles" / "ink.safetensors").write_bytes(b"x" * 10)
+    (tmp_path / "models" / "Lora" / "notes.txt").write_text("not a model")
+    assert main(["models", "--models-dir", str(tmp_path), "--kind", "lora", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert [e["title"] for e in listing["lora"]] == ["styles/ink.safetensors"]
+    assert listing["lora"][0]["name"] == "ink"
+    monkeypatch.delenv("SDRT_MODELS_ROOT", raising=False)
+    assert main(["models"]) == 2
+    assert "--models-dir" in capsys.readouterr().err

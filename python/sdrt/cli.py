@@ -53,7 +53,11 @@ def _generate(args: argparse.Namespace, mode: str) -> int:
     if mode == "img2img":
         init = _open_image(args.init_image, "init image")
         mask = _open_image(args.mask, "mask") if args.mask else None
-    pipe = load(args.model, device=args.device)
+    pipe = load(args.model, device=args.device, vae=args.vae, models_dir=args.models_dir,
+                embeddings_dir=args.embeddings_dir)
+    if pipe.embeddings is not None and pipe.embeddings.skipped and not args.quiet:
+        for path, why in pipe.embeddings.skipped.items():
+            print(f"skipped embedding {path}: {why}", file=sys.stderr)
 
     def progress(info: dict) -> None:
         done, total = info["i"] + 1, info["total"]
@@ -90,7 +94,12 @@ def _add_generation_arguments(p: argparse.ArgumentParser, default_output: str) -
     p.add_argument("prompt")
     p.add_argument("-o", "--output", default=default_output, help="PNG path (numbered when several images)")
     p.add_argument("-n", "--negative-prompt", default="")
-    p.add_argument("--model", default="toy", help="'toy' (bundled) or a diffusers folder")
+    p.add_argument("--model", default="toy", help="'toy' (bundled), a diffusers folder, a .safetensors/.ckpt "
+                   "checkpoint, or a checkpoint name inside --models-dir")
+    p.add_argument("--vae", default=None, help="a VAE file or folder (or a name inside --models-dir)")
+    p.add_argument("--models-dir", default=None, help="A1111-style folder holding models/Stable-diffusion, "
+                   "models/Lora, models/VAE, models/embeddings (default: $SDRT_MODELS_ROOT)")
+    p.add_argument("--embeddings-dir", default=None, help="another folder of textual-inversion embeddings")
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--sampler", default="Euler a", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'")
@@ -123,6 +132,26 @@ def _cmd_png_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .loading import model_folders
+    from .loaders.model_folders import KINDS
+
+    folders = model_folders(args.models_dir)
+    if folders is None:
+        raise ValueError("no model folder: pass --models-dir or set SDRT_MODELS_ROOT")
+    kinds = [args.kind] if args.kind else list(KINDS)
+    listing = {kind: [{"name": e.name, "title": e.title, "path": e.path, "size": e.size} for e in folders.list(kind)]
+               for kind in kinds}
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    for kind, entries in listing.items():
+        print(f"{kind} ({folders.folder(kind)}): {len(entries)}")
+        for e in entries:
+            print(f"  {e['title']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -151,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="inpaint only the masked area (its box plus padding) at --width x --height")
     i2i.add_argument("--only-masked-padding", type=int, default=32, help="pixels around the mask's box")
     i2i.set_defaults(func=_cmd_img2img)
+
+    models = sub.add_parser("models", help="list the checkpoints, LoRAs, VAEs and embeddings in the model folders")
+    models.add_argument("--models-dir", default=None, help="default: $SDRT_MODELS_ROOT")
+    models.add_argument("--kind", choices=["checkpoints", "lora", "vae", "embeddings"], default=None)
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=_cmd_models)
 
     info_png = sub.add_parser("png-info", help="print the generation parameters stored in an image")
     info_png.add_argument("image")
