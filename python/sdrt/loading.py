@@ -147,6 +147,11 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
                      latent_channels=int(vae_model.config.latent_channels),
                      unet_in_channels=int(unet.config.in_channels), hash=model_hash,
                      prediction_type=scheduler_config.get("prediction_type", "epsilon"), family=family)
+    if vae is not None:
+        from .loaders.hashes import autov2
+
+        info.vae_name = os.path.basename(os.path.normpath(vae))
+        info.vae_hash = autov2(vae) if os.path.isfile(vae) else None
     extra = info.unet_in_channels - info.latent_channels
     if extra not in (0, 5):  # 5: an inpainting UNet (mask + masked-image latents)
         kind = " (an instruct-pix2pix UNet, not supported yet)" if extra == info.latent_channels else ""

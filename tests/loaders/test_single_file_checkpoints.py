@@ -252,6 +252,23 @@ def test_vae_override_from_a_single_vae_file(tmp_path):
     swapped = sdrt.load("toy", vae=str(tmp_path / "other.vae.safetensors"))
     a, b = other.state_dict(), swapped.vae.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    from sdrt.loaders.hashes import autov2
+
+    text = swapped.txt2img("a red circle", seed=1, steps=2).infotexts[0]
+    assert f"Model: toy, VAE hash: {autov2(str(tmp_path / 'other.vae.safetensors'))}, VAE: other.vae.safetensors" in text
+
+
+def test_old_ckpt_pickles_load_through_the_restricted_unpickler(tmp_path):
+    pipe = sdrt.load("toy")
+    good = tmp_path / "toy.safetensors"
+    save_checkpoint(str(good), ARCHITECTURES["toy"], pipe.unet, pipe.vae, {"text_encoder": pipe.text_encoder})
+    from safetensors.torch import load_file
+
+    # the layout of 2022's .ckpt files: {"state_dict": ..., "global_step": ...}
+    torch.save({"state_dict": load_file(str(good)), "global_step": 470000}, str(tmp_path / "toy.ckpt"))
+    old = sdrt.load(str(tmp_path / "toy.ckpt"))
+    a = pipe.txt2img("a blue square", seed=2, steps=4).images[0]
+    assert np.array_equal(np.asarray(a), np.asarray(old.txt2img("a blue square", seed=2, steps=4).images[0]))
 
 
 class _FakeUNet(torch.nn.Module):

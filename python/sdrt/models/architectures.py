@@ -80,7 +80,17 @@ SD2 = Architecture("sd2", "sd2", dict(SD2_UNET, sample_size=64, upcast_attention
 SDXL = Architecture("sdxl", "sdxl", SDXL_UNET, dict(SD_VAE, sample_size=1024, scaling_factor=0.13025),
                     {"text_encoder": CLIP_L, "text_encoder_2": OPEN_CLIP_BIG_G},
                     modelspec="stable-diffusion-xl-v1-base")
-TOY = Architecture("toy", "toy", dict(toy.UNET_CONFIG), dict(toy.VAE_CONFIG),
+def _shipped_toy_scaling_factor() -> float:
+    """The toy VAE's scaling factor is measured when it is trained (1 / std of its latents); the
+    shipped model's is the toy architecture's default, as 0.18215 is SD's."""
+    import json
+    from importlib.resources import files
+
+    config = files("sdrt.toy") / "weights" / "vae" / "config.json"
+    return float(json.loads(config.read_text())["scaling_factor"]) if config.is_file() else 0.18215
+
+
+TOY = Architecture("toy", "toy", dict(toy.UNET_CONFIG), dict(toy.VAE_CONFIG, scaling_factor=_shipped_toy_scaling_factor()),
                    {"text_encoder": {k: v for k, v in toy.TEXT_ENCODER_CONFIG.items()}},
                    scheduler=dict(SCHEDULER, **{k: toy.SCHEDULER_CONFIG[k] for k in ("prediction_type", "steps_offset")}),
                    modelspec="sdrt-toy-v1")

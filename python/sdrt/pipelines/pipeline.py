@@ -44,6 +44,8 @@ class ModelInfo:
     unet_in_channels: int = 4  # 9 for inpainting UNets: latents + mask + masked-image latents
     prediction_type: str = "epsilon"  # or "v_prediction" (SD2 768-v)
     family: str = "sd1"        # sd1 | sd2 | toy: SD2's tokenizer pads with 0 after the first EOS
+    vae_name: Optional[str] = None  # a VAE that replaces the model's own (A1111 writes file name and hash)
+    vae_hash: Optional[str] = None
 
     @property
     def image_cond_channels(self) -> int:
@@ -320,6 +322,7 @@ class Pipeline:
                 params = {"Steps": steps, "Sampler": info.name, "Schedule type": schedule_label(sampler_name, scheduler),
                           "CFG scale": _num(cfg_scale), "Seed": s, "Size": f"{width}x{height}",
                           "Model hash": self.info.hash, "Model": self.info.name,
+                          "VAE hash": self.info.vae_hash, "VAE": self.info.vae_name,
                           "Variation seed": batch_subseeds[j] if batch_subseeds else None,
                           "Variation seed strength": _num(subseed_strength) if batch_subseeds else None,
                           "Denoising strength": _num(init.strength) if init is not None else None,
