@@ -29,6 +29,11 @@ def test_checkpoint_by_name_and_embeddings_from_the_folder(root):
     assert pipe.embeddings.names() == ["toyemb"]
     assert any("sd15emb" in path and "768" in why for path, why in pipe.embeddings.skipped.items())
     with_emb = pipe.txt2img("a toyemb circle", seed=1, steps=4)
+    from sdrt.loaders.hashes import sha256
+
+    short = sha256(str(root / "models/embeddings/toyemb.safetensors"))[:12]
+    assert f'TI hashes: "toyemb: {short}"' in with_emb.infotexts[0]  # A1111's field, quoted (it holds ':')
+    assert "TI hashes" not in pipe.txt2img("a circle", seed=1, steps=2).infotexts[0]
     plain = sdrt.load("toy").txt2img("a toyemb circle", seed=1, steps=4)  # no embeddings: plain tokens
     assert not np.array_equal(np.asarray(with_emb.images[0]), np.asarray(plain.images[0]))
 

@@ -266,9 +266,11 @@ class Pipeline:
         sampler_options = {k: float(given[k]) for k in info.options if given[k] is not None}
         shape = (self.info.latent_channels, height // 8, width // 8)
 
-        opts = ConditioningOptions(clip_skip=clip_skip, find_embedding=self.find_embedding,
+        used_embeddings: set[str] = set()
+        opts = ConditioningOptions(clip_skip=clip_skip, find_embedding=_recording(self.find_embedding, used_embeddings),
                                    **({"pad_id": 0} if self.info.family == "sd2" else {}))
         batch_cond = conditioning_for_batch(prompts, negatives, steps, self.tokenizer, self.backend.encode_text, opts)
+        extra_params = {**(extra_params or {}), **self._ti_hashes(used_embeddings)}
         images, seeds, infotexts, all_prompts = [], [], [], []
         interrupted = False
         txt2img_image_cond = None  # an inpainting UNet's "everything masked" input, the same for every batch
@@ -337,6 +339,15 @@ class Pipeline:
             all_prompts += prompts
         return Result(images, seeds, infotexts, all_prompts, interrupted)
 
+    def _ti_hashes(self, names: set[str]) -> dict:
+        """A1111's "TI hashes": each embedding used (prompt or negative) with its file's short sha256."""
+        if not names or self.embeddings is None:
+            return {}
+        from ..loaders.hashes import sha256
+
+        found = [(n, self.embeddings.embeddings[n].path) for n in sorted(names) if n in self.embeddings.embeddings]
+        return {"TI hashes": ", ".join(f"{n}: {sha256(p)[:12]}" for n, p in found if p)} if found else {}
+
     @staticmethod
     def _img2img_start(init: _Init, noise: torch.Tensor, sigmas: torch.Tensor, steps: int, info, denoiser):
         """A1111 sample_img2img: the init latent plus noise at the schedule's img2img start (see
@@ -352,6 +363,19 @@ class Pipeline:
         if info.timesteps is not None:  # noised in VP space at sigma_noise, seen from the first run sigma
             x = x * math.sqrt((1 + float(run[0]) ** 2) / (1 + sigma_noise**2))
         return run, x
+
+
+def _recording(find_embedding, used: set):
+    """The textual-inversion hook, noting which embeddings a job used (for its infotext)."""
+    if find_embedding is None:
+        return None
+
+    def find(tokens, position):
+        found = find_embedding(tokens, position)
+        if found is not None:
+            used.add(found[0])
+        return found
+    return find
 
 
 def _to_pixels(images: Sequence[Image.Image]) -> torch.Tensor:
