@@ -20,6 +20,7 @@ from ..sampling.brownian import BrownianTreeNoise
 from ..sampling.denoiser import CFGDenoiser, DiscreteEpsDenoiser, Interrupted
 from . import images as imgs
 from .infotext import create_infotext
+from .networks import Networks
 from .rng import ImageRNG, resolve_seed
 
 MAX_PROMPT_CHARS = 65536  # ~870 chunks of 75 tokens: far past any useful prompt, refused before any work
@@ -79,6 +80,7 @@ class Pipeline:
         self.find_embedding = None
         self.embeddings = None      # the EmbeddingDatabase behind find_embedding (sdrt.load fills both)
         self.model_folders = None   # A1111's model folders, where LoRA names are looked up
+        self.networks = Networks(self)
 
     # The loaded modules, as in a diffusers pipeline (torch backend).
     @property
@@ -138,15 +140,16 @@ class Pipeline:
                 n_iter: int = 1, clip_skip: int = 1, eta: float | None = None, s_churn: float = 0.0, s_tmin: float = 0.0,
                 s_tmax: float = float("inf"), s_noise: float = 1.0, subseed: int = -1, subseed_strength: float = 0.0,
                 eta_noise_seed_delta: int = 0, callback: Callable[[dict], None] | None = None,
-                should_stop: Callable[[], bool] | None = None) -> Result:
+                should_stop: Callable[[], bool] | None = None, loras: Sequence | None = None) -> Result:
         """Text to image. `width`/`height` default to the model's native size. Image i of the job
-        uses seed + i (A1111)."""
+        uses seed + i (A1111). `loras`: [(name_or_path, weight) | (name_or_path, te_weight,
+        unet_weight)], applied for this job together with the first prompt's <lora:...> tags."""
         return self._generate(
             prompt=prompt, negative_prompt=negative_prompt, steps=steps, sampler_name=sampler_name,
             scheduler=scheduler, cfg_scale=cfg_scale, width=width, height=height, seed=seed, batch_size=batch_size,
             n_iter=n_iter, clip_skip=clip_skip, eta=eta, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
             s_noise=s_noise, subseed=subseed, subseed_strength=subseed_strength,
-            eta_noise_seed_delta=eta_noise_seed_delta, callback=callback, should_stop=should_stop, init_for=None)
+            eta_noise_seed_delta=eta_noise_seed_delta, callback=callback, should_stop=should_stop, init_for=None, loras=loras)
 
     def img2img(self, init_images: Image.Image | Sequence[Image.Image], prompt: str | Sequence[str],
                 negative_prompt: str | Sequence[str] = "", *, denoising_strength: float = 0.75, resize_mode: int = 0,
@@ -158,7 +161,7 @@ class Pipeline:
                 eta: float | None = None, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
                 s_noise: float = 1.0, subseed: int = -1, subseed_strength: float = 0.0,
                 eta_noise_seed_delta: int = 0, callback: Callable[[dict], None] | None = None,
-                should_stop: Callable[[], bool] | None = None) -> Result:
+                should_stop: Callable[[], bool] | None = None, loras: Sequence | None = None) -> Result:
         """Image to image, and inpainting when `mask` is given (white = repaint). A1111 semantics:
         resize_mode 0/1/2 (just resize / crop and resize / resize and fill), denoising_strength runs
         the last int(strength * steps) + 1 steps of the schedule, mask_blur in pixels,
@@ -232,12 +235,12 @@ class Pipeline:
             scheduler=scheduler, cfg_scale=cfg_scale, width=width, height=height, seed=seed, batch_size=batch_size,
             n_iter=n_iter, clip_skip=clip_skip, eta=eta, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
             s_noise=s_noise, subseed=subseed, subseed_strength=subseed_strength,
-            eta_noise_seed_delta=eta_noise_seed_delta, callback=callback, should_stop=should_stop, init_for=init_for,
+            eta_noise_seed_delta=eta_noise_seed_delta, callback=callback, should_stop=should_stop, init_for=init_for, loras=loras,
             extra_params=extra or None)
 
     def _generate(self, *, prompt, negative_prompt, steps, sampler_name, scheduler, cfg_scale, width, height, seed,
                   batch_size, n_iter, clip_skip, eta, s_churn, s_tmin, s_tmax, s_noise, subseed, subseed_strength,
-                  eta_noise_seed_delta, callback, should_stop, init_for, extra_params=None) -> Result:
+                  eta_noise_seed_delta, callback, should_stop, init_for, loras=None, extra_params=None) -> Result:
         """`callback(info)` runs after every model call; `should_stop()` is asked before each one and,
         once true, ends the job: the current batch is decoded from its latest prediction and no
         further batches run (A1111's interrupt)."""
@@ -252,6 +255,8 @@ class Pipeline:
                 raise ValueError(f"{name}={value}; must be a finite number")
         info, schedule = resolve_sampler(sampler_name, scheduler)
         prompts = _per_image(prompt, batch_size, "prompt")
+        written_prompts = prompts  # the infotext keeps the <lora:...> tags, as A1111's does
+        prompts, lora_tags = self.networks.strip_tags(prompts)
         negatives = _per_image(negative_prompt, batch_size, "negative_prompt")
         first_seed = resolve_seed(seed)
         if not 0.0 <= float(subseed_strength) <= 1.0:
@@ -266,78 +271,84 @@ class Pipeline:
         sampler_options = {k: float(given[k]) for k in info.options if given[k] is not None}
         shape = (self.info.latent_channels, height // 8, width // 8)
 
-        used_embeddings: set[str] = set()
-        opts = ConditioningOptions(clip_skip=clip_skip, find_embedding=_recording(self.find_embedding, used_embeddings),
-                                   **({"pad_id": 0} if self.info.family == "sd2" else {}))
-        batch_cond = conditioning_for_batch(prompts, negatives, steps, self.tokenizer, self.backend.encode_text, opts)
-        extra_params = {**(extra_params or {}), **self._ti_hashes(used_embeddings)}
-        images, seeds, infotexts, all_prompts = [], [], [], []
-        interrupted = False
-        txt2img_image_cond = None  # an inpainting UNet's "everything masked" input, the same for every batch
-        for it in range(int(n_iter)):
-            if interrupted:
-                break
-            batch_seeds = [first_seed + it * batch_size + i for i in range(batch_size)]
-            batch_subseeds = None if first_subseed is None else [
-                first_subseed + it * batch_size + i for i in range(batch_size)]
-            rng = ImageRNG(shape, batch_seeds, subseeds=batch_subseeds, subseed_strength=subseed_strength,
-                           eta_noise_seed_delta=eta_noise_seed_delta)
-            noise = rng.first()
-            init = init_for(batch_size, it) if init_for is not None else None
-            if init is None and info.timesteps is not None:  # pure noise in VP space: x_vp = noise, x = x_vp / sqrt(alpha_bar)
-                run_sigmas, x = sigmas, noise * math.sqrt(1 + float(sigmas[0]) ** 2)
-            elif init is None:
-                run_sigmas, x = sigmas, noise * float(sigmas[0])
-            else:
-                run_sigmas, x = self._img2img_start(init, noise, sigmas, steps, info, model_denoiser)
-            if init is not None:
-                image_cond = init.image_cond
-            else:
-                if txt2img_image_cond is None:
-                    txt2img_image_cond = self.image_conditioning(batch_size, width, height)
-                image_cond = txt2img_image_cond
-            denoiser = CFGDenoiser(model_denoiser, batch_cond, cfg_scale, image_cond=image_cond,
-                                   init_latent=init.latents if init is not None and init.keep is not None else None,
-                                   keep_mask=init.keep if init is not None else None, should_stop=should_stop,
-                                   batch_invariant=self.batch_invariant)
-            if info.brownian_noise:
-                sampler_options["noise_sampler"] = BrownianTreeNoise(x, sigmas, batch_seeds)
-            try:
-                latents = info.function(denoiser, x, run_sigmas, callback=callback, noise=rng.next,
-                                        **sampler_options)
-                if info.timesteps is not None:  # A1111 decodes the timestep samplers' VP-space result as it is
-                    latents = latents / math.sqrt(1 + float(run_sigmas[-1]) ** 2)
-            except Interrupted:
-                interrupted = True
-                latents = denoiser.last_denoised if denoiser.last_denoised is not None else x
-            if init is not None and init.keep is not None:
-                latents = torch.lerp(init.latents, latents, 1 - init.keep)  # keep the unmasked latents exactly
-            decoded = self.decode(latents)
-            if init is not None and init.paste_region is not None:
-                decoded = [imgs.paste_into_region(d, o, init.paste_region, m)
-                           for d, o, m in zip(decoded, init.originals, init.overlay_masks)]
-            elif init is not None and init.overlay_masks is not None:
-                decoded = [imgs.paste_over_original(d, o, m) for d, o, m in zip(decoded, init.originals,
-                                                                                 init.overlay_masks)]
-            images += decoded
-            for j, (p, n, s) in enumerate(zip(prompts, negatives, batch_seeds)):
-                params = {"Steps": steps, "Sampler": info.name, "Schedule type": schedule_label(sampler_name, scheduler),
-                          "CFG scale": _num(cfg_scale), "Seed": s, "Size": f"{width}x{height}",
-                          "Model hash": self.info.hash, "Model": self.info.name,
-                          "VAE hash": self.info.vae_hash, "VAE": self.info.vae_name,
-                          "Variation seed": batch_subseeds[j] if batch_subseeds else None,
-                          "Variation seed strength": _num(subseed_strength) if batch_subseeds else None,
-                          "Denoising strength": _num(init.strength) if init is not None else None,
-                          "Clip skip": clip_skip if clip_skip > 1 else None,
-                          "ENSD": int(eta_noise_seed_delta) if eta_noise_seed_delta else None,
-                          "RNG": "CPU",  # A1111's default is GPU; CPU is what reproduces across machines
-                          **_eta_param(info, eta),
-                          **(extra_params or {}),
-                          "Version": f"sdrt {__version__}"}
-                infotexts.append(create_infotext(p, n, params))
-            seeds += batch_seeds
-            all_prompts += prompts
-        return Result(images, seeds, infotexts, all_prompts, interrupted)
+        applied, lora_params = self.networks.activate(lora_tags, loras)
+        extra_params = {**(extra_params or {}), **lora_params}
+        try:
+            used_embeddings: set[str] = set()
+            opts = ConditioningOptions(clip_skip=clip_skip, find_embedding=_recording(self.find_embedding, used_embeddings),
+                                       **({"pad_id": 0} if self.info.family == "sd2" else {}))
+            batch_cond = conditioning_for_batch(prompts, negatives, steps, self.tokenizer, self.backend.encode_text, opts)
+            extra_params = {**(extra_params or {}), **self._ti_hashes(used_embeddings)}
+            images, seeds, infotexts, all_prompts = [], [], [], []
+            interrupted = False
+            txt2img_image_cond = None  # an inpainting UNet's "everything masked" input, the same for every batch
+            for it in range(int(n_iter)):
+                if interrupted:
+                    break
+                batch_seeds = [first_seed + it * batch_size + i for i in range(batch_size)]
+                batch_subseeds = None if first_subseed is None else [
+                    first_subseed + it * batch_size + i for i in range(batch_size)]
+                rng = ImageRNG(shape, batch_seeds, subseeds=batch_subseeds, subseed_strength=subseed_strength,
+                               eta_noise_seed_delta=eta_noise_seed_delta)
+                noise = rng.first()
+                init = init_for(batch_size, it) if init_for is not None else None
+                if init is None and info.timesteps is not None:  # pure noise in VP space: x_vp = noise, x = x_vp / sqrt(alpha_bar)
+                    run_sigmas, x = sigmas, noise * math.sqrt(1 + float(sigmas[0]) ** 2)
+                elif init is None:
+                    run_sigmas, x = sigmas, noise * float(sigmas[0])
+                else:
+                    run_sigmas, x = self._img2img_start(init, noise, sigmas, steps, info, model_denoiser)
+                if init is not None:
+                    image_cond = init.image_cond
+                else:
+                    if txt2img_image_cond is None:
+                        txt2img_image_cond = self.image_conditioning(batch_size, width, height)
+                    image_cond = txt2img_image_cond
+                denoiser = CFGDenoiser(model_denoiser, batch_cond, cfg_scale, image_cond=image_cond,
+                                       init_latent=init.latents if init is not None and init.keep is not None else None,
+                                       keep_mask=init.keep if init is not None else None, should_stop=should_stop,
+                                       batch_invariant=self.batch_invariant)
+                if info.brownian_noise:
+                    sampler_options["noise_sampler"] = BrownianTreeNoise(x, sigmas, batch_seeds)
+                try:
+                    latents = info.function(denoiser, x, run_sigmas, callback=callback, noise=rng.next,
+                                            **sampler_options)
+                    if info.timesteps is not None:  # A1111 decodes the timestep samplers' VP-space result as it is
+                        latents = latents / math.sqrt(1 + float(run_sigmas[-1]) ** 2)
+                except Interrupted:
+                    interrupted = True
+                    latents = denoiser.last_denoised if denoiser.last_denoised is not None else x
+                if init is not None and init.keep is not None:
+                    latents = torch.lerp(init.latents, latents, 1 - init.keep)  # keep the unmasked latents exactly
+                decoded = self.decode(latents)
+                if init is not None and init.paste_region is not None:
+                    decoded = [imgs.paste_into_region(d, o, init.paste_region, m)
+                               for d, o, m in zip(decoded, init.originals, init.overlay_masks)]
+                elif init is not None and init.overlay_masks is not None:
+                    decoded = [imgs.paste_over_original(d, o, m) for d, o, m in zip(decoded, init.originals,
+                                                                                     init.overlay_masks)]
+                images += decoded
+                for j, (p, n, s) in enumerate(zip(written_prompts, negatives, batch_seeds)):
+                    params = {"Steps": steps, "Sampler": info.name, "Schedule type": schedule_label(sampler_name, scheduler),
+                              "CFG scale": _num(cfg_scale), "Seed": s, "Size": f"{width}x{height}",
+                              "Model hash": self.info.hash, "Model": self.info.name,
+                              "VAE hash": self.info.vae_hash, "VAE": self.info.vae_name,
+                              "Variation seed": batch_subseeds[j] if batch_subseeds else None,
+                              "Variation seed strength": _num(subseed_strength) if batch_subseeds else None,
+                              "Denoising strength": _num(init.strength) if init is not None else None,
+                              "Clip skip": clip_skip if clip_skip > 1 else None,
+                              "ENSD": int(eta_noise_seed_delta) if eta_noise_seed_delta else None,
+                              "RNG": "CPU",  # A1111's default is GPU; CPU is what reproduces across machines
+                              **_eta_param(info, eta),
+                              **(extra_params or {}),
+                              "Version": f"sdrt {__version__}"}
+                    infotexts.append(create_infotext(p, n, params))
+                seeds += batch_seeds
+                all_prompts += written_prompts
+            return Result(images, seeds, infotexts, all_prompts, interrupted)
+        finally:
+            if applied is not None:
+                applied.remove()  # the base weights, bit for bit
 
     def _ti_hashes(self, names: set[str]) -> dict:
         """A1111's "TI hashes": each embedding used (prompt or negative) with its file's short sha256."""

@@ -1,0 +1,88 @@
+"""LoRA / LyCORIS networks for a generation job: from ``<lora:name:w>`` tags and the ``loras=`` API
+argument to weights patched into the UNet and text encoder for the job, and back.
+
+Names from prompts are looked up only inside the model folders' Lora folder (no path traversal);
+the ``loras=`` argument of the Python API may also give a file path. A job applies the networks of
+its first prompt plus ``loras`` (A1111 activates the first prompt's), and removes them when it
+ends, so the base model is bit-identical afterwards. Parsed files are cached by path, size and
+modification time.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+from ..prompt.extra_networks import LoraTag, lora_tags, parse_prompt
+
+LoraRequest = tuple  # (name_or_path, weight) | (name_or_path, te_weight, unet_weight) | LoraTag
+
+
+class Networks:
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self._cache: dict[str, tuple[tuple[int, int], object]] = {}
+
+    def strip_tags(self, prompts: Sequence[str]) -> tuple[list[str], list[LoraTag]]:
+        """The prompts without their extra-network tags, and the LoRA tags of the first one."""
+        stripped, first = [], None
+        for prompt in prompts:
+            text, found = parse_prompt(prompt)
+            stripped.append(text)
+            if first is None:
+                first = lora_tags(found.get("lora", []))
+        return stripped, first or []
+
+    def activate(self, tags: Sequence[LoraTag], loras: Optional[Sequence[LoraRequest]]):
+        """Apply the networks; returns (handle with .remove(), infotext extras)."""
+        requests = [(tag, self._from_folder(tag.name)) for tag in tags]
+        requests += [self._from_argument(item) for item in (loras or [])]
+        if not requests:
+            return None, {}
+        from ..loaders.lora import apply_networks
+
+        specs = [(self._load(path), tag.te_weight, tag.unet_weight) for tag, path in requests]
+        backend = self.pipeline.backend
+        if not hasattr(backend, "unet") or backend.unet is None:
+            raise ValueError(f"loras: the {getattr(backend, 'name', '?')} backend cannot apply networks at run time; "
+                             "merge them before export")
+        handle = apply_networks(backend.unet, {"text_encoder": backend.text_encoder}, specs)
+        return handle, {"Lora hashes": ", ".join(f"{tag.name}: {_short_hash(path)}" for tag, path in requests)}
+
+    def _from_folder(self, name: str) -> str:
+        folders = self.pipeline.model_folders
+        if folders is None:
+            raise ValueError(f"prompt: <lora:{name}>: no model folder to look LoRAs up in; load with models_dir= "
+                             "or set SDRT_MODELS_ROOT")
+        return folders.resolve("lora", name)
+
+    def _from_argument(self, item) -> tuple[LoraTag, str]:
+        if isinstance(item, LoraTag):
+            tag = item
+        elif isinstance(item, (tuple, list)) and len(item) in (2, 3) and isinstance(item[0], (str, os.PathLike)):
+            te = float(item[1])
+            tag = LoraTag(os.fspath(item[0]), te, float(item[2]) if len(item) == 3 else te)
+        else:
+            raise ValueError(f"loras: {item!r}; expected (name_or_path, weight) or (name_or_path, te_weight, "
+                             "unet_weight)")
+        path = os.path.expanduser(tag.name)
+        if os.path.isfile(path):  # the API caller may name a file directly
+            return LoraTag(os.path.splitext(os.path.basename(path))[0], tag.te_weight, tag.unet_weight), path
+        return tag, self._from_folder(tag.name)
+
+    def _load(self, path: str):
+        from ..loaders.lora import load_network
+
+        st = os.stat(path)
+        stamp = (st.st_size, st.st_mtime_ns)
+        cached = self._cache.get(path)
+        if cached is None or cached[0] != stamp:
+            cached = self._cache[path] = (stamp, load_network(path))
+        return cached[1]
+
+
+def _short_hash(path: str) -> str:
+    """A1111's LoRA hash: the first 12 hex of the safetensors "addnet" hash (of the tensors, not the
+    header), else of the file's sha256."""
+    from ..loaders.hashes import autov3, sha256
+
+    return autov3(path) if path.endswith(".safetensors") else sha256(path)[:12]

@@ -1,0 +1,75 @@
+"""LoRAs in generation jobs: <lora:name:w> tags and the loras= argument, applied for the job and
+removed after it; merged == run-time; A1111's "Lora hashes"; names only inside the Lora folder."""
+import numpy as np
+import pytest
+from safetensors.torch import save_file
+
+import sdrt
+from sdrt.loaders.hashes import autov3
+from sdrt.loaders.lora import load_network, merge_networks
+
+from test_lora_networks import kohya_lora
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("a1111")
+    (root / "models" / "Lora" / "styles").mkdir(parents=True)
+    base = sdrt.load("toy")
+    save_file(kohya_lora(base, seed=1), str(root / "models/Lora/styles/ink.safetensors"))
+    save_file(kohya_lora(base, seed=2), str(root / "models/Lora/blur.safetensors"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def pipe(root):
+    return sdrt.load("toy", models_dir=str(root))
+
+
+def img(result, i=0):
+    return np.asarray(result.images[i])
+
+
+def test_tag_applies_for_the_job_and_the_base_comes_back(pipe, root):
+    base = pipe.txt2img("a red circle", seed=4, steps=6)
+    tagged = pipe.txt2img("a red circle <lora:ink:1>", seed=4, steps=6)
+    assert np.abs(img(base).astype(int) - img(tagged)).mean() > 1  # the LoRA changes the picture
+    assert np.array_equal(img(pipe.txt2img("a red circle", seed=4, steps=6)), img(base))  # removed after the job
+    text = tagged.infotexts[0]
+    assert text.startswith("a red circle <lora:ink:1>\n")  # the prompt as written, tag included
+    assert f'Lora hashes: "ink: {autov3(str(root / "models/Lora/styles/ink.safetensors"))}"' in text
+    # the API argument does the same as the tag (the tag is cut out of the text before tokenizing)
+    by_arg = pipe.txt2img("a red circle", seed=4, steps=6, loras=[("ink", 1.0)])
+    assert np.array_equal(img(by_arg), img(tagged))
+    by_path = pipe.txt2img("a red circle", seed=4, steps=6, loras=[(str(root / "models/Lora/blur.safetensors"), 0.7)])
+    assert np.array_equal(img(by_path), img(pipe.txt2img("a red circle <lora:blur:0.7>", seed=4, steps=6)))
+
+
+def test_merged_weights_give_the_same_image_as_run_time_application(pipe, root):
+    tagged = pipe.txt2img("a blue square <lora:ink:0.8:0.6>", seed=9, steps=6)
+    merged = sdrt.load("toy")
+    merge_networks(merged.unet, {"text_encoder": merged.text_encoder},
+                   [(load_network(str(root / "models/Lora/styles/ink.safetensors")), 0.8, 0.6)])
+    assert np.array_equal(img(merged.txt2img("a blue square", seed=9, steps=6)), img(tagged))
+
+
+def test_text_encoder_and_unet_weights_act_separately(pipe):
+    both = img(pipe.txt2img("a green triangle <lora:ink:1:1>", seed=2, steps=5)).astype(int)
+    te_only = img(pipe.txt2img("a green triangle <lora:ink:1:0>", seed=2, steps=5)).astype(int)
+    unet_only = img(pipe.txt2img("a green triangle <lora:ink:0:1>", seed=2, steps=5)).astype(int)
+    assert np.abs(both - te_only).mean() > 0.5 and np.abs(both - unet_only).mean() > 0.5
+
+
+def test_bad_names_are_refused_and_leave_the_model_as_it_was(pipe, tmp_path):
+    base = img(pipe.txt2img("a red circle", seed=4, steps=4))
+    with pytest.raises(ValueError, match="refusing"):
+        pipe.txt2img("a red circle <lora:../../secret:1>", seed=4, steps=4)
+    with pytest.raises(ValueError, match="inkk"):
+        pipe.txt2img("a red circle <lora:inkk:1>", seed=4, steps=4)
+    with pytest.raises(ValueError, match="weights must be numbers"):
+        pipe.txt2img("a red circle <lora:ink:strong>", seed=4, steps=4)
+    with pytest.raises(ValueError, match="loras:"):
+        pipe.txt2img("a red circle", seed=4, steps=4, loras=["ink"])
+    with pytest.raises(ValueError, match="models_dir"):
+        sdrt.load("toy").txt2img("a red circle <lora:ink:1>", seed=4, steps=4)
+    assert np.array_equal(img(pipe.txt2img("a red circle", seed=4, steps=4)), base)
