@@ -10,6 +10,7 @@ the test allows 1e-5 relative (max abs difference / max abs output).
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -460,7 +461,11 @@ def test_parity_with_diffusers_conversion(pipe, tmp_path, ldm):
 
 
 def test_parity_with_diffusers_peft_loader(pipe, tmp_path):
-    pytest.importorskip("peft")
+    # peft is a test dependency (pyproject [test]); only the GPU machine's image may lack it
+    if os.environ.get("CI"):
+        import peft  # noqa: F401
+    else:
+        pytest.importorskip("peft")
     from diffusers import StableDiffusionPipeline
 
     from sdrt.loading import toy_model_path

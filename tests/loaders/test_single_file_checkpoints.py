@@ -155,32 +155,43 @@ def test_reduced_models_round_trip_through_a_single_file(tmp_path, name):
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_sdrt_writes_what_diffusers_single_file_loader_reads(tmp_path):
-    """The same file loaded the diffusers way (StableDiffusionPipeline.from_single_file with a
-    local config folder) gives the same modules as sdrt.load."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+@pytest.mark.parametrize("name", ["sd1", "sd2", "sdxl"])
+def test_sdrt_writes_what_diffusers_single_file_loader_reads(tmp_path, name):
+    """The same file loaded the diffusers way (from_single_file with a local config folder) gives
+    the same modules as sdrt's loader."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     from sdrt.prompt import get_tokenizer
 
-    arch = reduced("sd1")
+    arch = reduced(name)
     unet, vae, tes = build(arch)
+    scheduler = EulerDiscreteScheduler(**{k: v for k, v in arch.scheduler.items()
+                                          if k not in ("clip_sample", "set_alpha_to_one")})
+    tokenizers = {"tokenizer": get_tokenizer()}
+    if name == "sdxl":
+        tokenizers["tokenizer_2"] = get_tokenizer()
+        cls, extra = StableDiffusionXLPipeline, {}
+    else:
+        cls, extra = StableDiffusionPipeline, dict(safety_checker=None, feature_extractor=None,
+                                                   requires_safety_checker=False)
     config_dir = tmp_path / "config"
-    StableDiffusionPipeline(vae=vae, text_encoder=tes["text_encoder"], tokenizer=get_tokenizer(), unet=unet,
-                            scheduler=EulerDiscreteScheduler(**{k: v for k, v in arch.scheduler.items()
-                                                                if k not in ("clip_sample", "set_alpha_to_one")}),
-                            safety_checker=None, feature_extractor=None,
-                            requires_safety_checker=False).save_pretrained(config_dir)
+    cls(vae=vae, unet=unet, scheduler=scheduler, **tes, **tokenizers, **extra).save_pretrained(config_dir)
     path = tmp_path / "model.safetensors"
     save_checkpoint(str(path), arch, unet, vae, tes, dtype=None)
-    ref = StableDiffusionPipeline.from_single_file(str(path), config=str(config_dir), local_files_only=True,
-                                                   tokenizer=get_tokenizer(), safety_checker=None)
+    ref = cls.from_single_file(str(path), config=str(config_dir), local_files_only=True, **tokenizers,
+                               **({"safety_checker": None} if name != "sdxl" else {}))
     ck = load_checkpoint(str(path), architecture=arch)
-    for name in ("unet", "vae"):
-        a, b = getattr(ref, name).state_dict(), getattr(ck, name).state_dict()
-        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), name
-    a = ref.text_encoder.state_dict()
-    b = ck.text_encoders["text_encoder"].state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in b if not k.endswith("position_ids"))
+    for component, module in [("unet", ck.unet), ("vae", ck.vae), *ck.text_encoders.items()]:
+        reference = getattr(ref, component)
+        if component == "text_encoder_2":
+            # diffusers' SDXL OpenCLIP detection compares a shape with bigG's full width, so at this
+            # reduced width it leaves the module unloaded (meta); sdrt's is checked against the
+            # modules it was written from instead
+            reference = tes[component]
+        a, b = reference.state_dict(), module.state_dict()
+        keys = [k for k in b if not k.endswith("position_ids")]
+        assert set(keys) <= set(a), component
+        assert all(torch.equal(a[k], b[k]) for k in keys), component
 
 
 def test_toy_model_round_trips_and_still_passes_acceptance(tmp_path):
@@ -228,8 +239,14 @@ def test_a_bad_file_names_the_key_and_leaves_the_loaded_model_usable(tmp_path):
     key = ldm_layout.UNET_PREFIX + "out.2.weight"
     state[key] = torch.randn(4, 32, 3, 3).half()  # the toy's last conv takes 64 channels
     save_file(state, str(tmp_path / "bad-shape.safetensors"), metadata={"modelspec.architecture": "sdrt-toy-v1"})
-    with pytest.raises(ModelFileError, match=r"bad-shape.safetensors: key 'conv_out.weight'.*\(4, 32, 3, 3\)"):
-        sdrt.load(str(tmp_path / "bad-shape.safetensors"))
+    import sdrt.loaders.single_file as single_file
+
+    def no_data_reads(*a, **k):
+        raise AssertionError("tensor data read before the shapes were checked")
+    with pytest.MonkeyPatch.context() as mp:  # refused from the header alone, before any tensor is read
+        mp.setattr(single_file, "read_state_dict", no_data_reads)
+        with pytest.raises(ModelFileError, match=r"bad-shape.safetensors: key 'conv_out.weight'.*\(4, 32, 3, 3\)"):
+            sdrt.load(str(tmp_path / "bad-shape.safetensors"))
     del state[ldm_layout.VAE_PREFIX + "decoder.conv_in.weight"]
     save_file(state, str(tmp_path / "no-key.safetensors"))
     with pytest.raises(ModelFileError, match="no-key.safetensors"):

@@ -64,15 +64,24 @@ def load_checkpoint(path: str, *, dtype: torch.dtype = torch.float32,
         arch = ARCHITECTURES[architecture]
     else:
         arch = detect_architecture(shapes, metadata, source=path)
+    if path.endswith(".safetensors"):
+        # a dry run on meta tensors of the header's shapes: a file that does not fit is refused
+        # (naming the key) before any tensor data is read
+        _build(arch, {k: torch.empty(v, device="meta") for k, v in shapes.items()}, path, metadata)
     state = read_state_dict(path, dtype=dtype)
-    used: set[str] = set()
-    unet = _build_unet(arch, state, path, dtype, used)
+    unet, vae, text_encoders, used = _build(arch, state, path, metadata)
     if architecture is None and arch.family == "sd2" and arch.unet_in_channels == 4 and \
             (metadata or {}).get("modelspec.architecture") is None and uses_v_prediction(unet):
         arch = ARCHITECTURES["sd2-v"]
-    vae = _build_vae(arch, state, path, dtype, used, metadata or {})
-    text_encoders = _build_text_encoders(arch, state, path, dtype, used)
     return Checkpoint(arch, unet, vae, text_encoders, path, sorted(set(state) - used))
+
+
+def _build(arch: Architecture, state, path: str, metadata) -> tuple[Any, Any, dict, set]:
+    used: set[str] = set()
+    unet = _build_unet(arch, state, path, used)
+    vae = _build_vae(arch, state, path, used, metadata or {})
+    text_encoders = _build_text_encoders(arch, state, path, used)
+    return unet, vae, text_encoders, used
 
 
 def load_vae_file(path: str, *, dtype: torch.dtype = torch.float32, config: Mapping[str, Any] | None = None):
@@ -143,7 +152,7 @@ def _on_meta(factory):
         return factory()
 
 
-def _build_unet(arch: Architecture, state, path, dtype, used: set) -> Any:
+def _build_unet(arch: Architecture, state, path, used: set) -> Any:
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
@@ -154,7 +163,7 @@ def _build_unet(arch: Architecture, state, path, dtype, used: set) -> Any:
     return unet
 
 
-def _build_vae(arch: Architecture, state, path, dtype, used: set, metadata: Mapping[str, str]) -> Any:
+def _build_vae(arch: Architecture, state, path, used: set, metadata: Mapping[str, str]) -> Any:
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
@@ -170,7 +179,7 @@ def _build_vae(arch: Architecture, state, path, dtype, used: set, metadata: Mapp
     return vae
 
 
-def _build_text_encoders(arch: Architecture, state, path, dtype, used: set) -> dict[str, Any]:
+def _build_text_encoders(arch: Architecture, state, path, used: set) -> dict[str, Any]:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     out = {}
