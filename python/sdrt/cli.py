@@ -132,6 +132,34 @@ def _cmd_png_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    """A model (folder, checkpoint, name) -> one A1111-loadable .safetensors, LoRAs merged in."""
+    import os
+    import time
+
+    import torch
+
+    from . import load
+
+    if not args.output.endswith(".safetensors"):
+        raise ValueError(f"--output {args.output}: must end in .safetensors")
+    started = time.perf_counter()
+    pipe = load(args.model, vae=args.vae, models_dir=args.models_dir)
+    loras = []
+    for item in args.lora or []:
+        name, _, weight = item.rpartition(":")
+        try:
+            loras.append((name, float(weight)) if name else (item, 1.0))
+        except ValueError:
+            raise ValueError(f"--lora {item}: expected NAME_OR_PATH[:WEIGHT]") from None
+    merged = pipe.networks.merge(loras) if loras else []
+    pipe.save_single_file(args.output, dtype=torch.float32 if args.fp32 else torch.float16)
+    size = os.path.getsize(args.output) / 2**20
+    print(f"wrote {args.output} ({size:.1f} MiB, {'fp32' if args.fp32 else 'fp16'}"
+          f"{', merged ' + ', '.join(merged) if merged else ''}) in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .loading import model_folders
     from .loaders.model_folders import KINDS
@@ -180,6 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="inpaint only the masked area (its box plus padding) at --width x --height")
     i2i.add_argument("--only-masked-padding", type=int, default=32, help="pixels around the mask's box")
     i2i.set_defaults(func=_cmd_img2img)
+
+    convert = sub.add_parser("convert", help="save a model as one A1111-loadable .safetensors (LoRAs merged in)")
+    convert.add_argument("model", help="'toy', a diffusers folder, a checkpoint file or a name in --models-dir")
+    convert.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    convert.add_argument("--lora", action="append", help="NAME_OR_PATH[:WEIGHT] to merge in (repeatable)")
+    convert.add_argument("--vae", default=None, help="a VAE file or folder to put in instead of the model's")
+    convert.add_argument("--models-dir", default=None, help="default: $SDRT_MODELS_ROOT")
+    convert.add_argument("--fp32", action="store_true", help="keep float32 weights (default fp16, as A1111 saves)")
+    convert.set_defaults(func=_cmd_convert)
 
     models = sub.add_parser("models", help="list the checkpoints, LoRAs, VAEs and embeddings in the model folders")
     models.add_argument("--models-dir", default=None, help="default: $SDRT_MODELS_ROOT")

@@ -73,3 +73,19 @@ def test_bad_names_are_refused_and_leave_the_model_as_it_was(pipe, tmp_path):
     with pytest.raises(ValueError, match="models_dir"):
         sdrt.load("toy").txt2img("a red circle <lora:ink:1>", seed=4, steps=4)
     assert np.array_equal(img(pipe.txt2img("a red circle", seed=4, steps=4)), base)
+
+
+def test_convert_merges_a_lora_into_a_single_file_that_loads_back(root, tmp_path, capsys):
+    from sdrt.cli import main
+
+    out = tmp_path / "toy-ink.safetensors"
+    assert main(["convert", "toy", "-o", str(out), "--lora", "ink:0.8", "--models-dir", str(root)]) == 0
+    assert "merged ink" in capsys.readouterr().out
+    merged = sdrt.load(str(out))
+    runtime = sdrt.load("toy", models_dir=str(root)).txt2img("a blue square <lora:ink:0.8>", seed=9, steps=6)
+    # the file holds fp16 weights, so the merged result is compared within fp16 rounding
+    got = img(merged.txt2img("a blue square", seed=9, steps=6)).astype(int)
+    base = img(sdrt.load("toy").txt2img("a blue square", seed=9, steps=6)).astype(int)
+    assert np.abs(got - base).mean() > 0.3  # the LoRA is in the file (measured: 0.70 levels on average)
+    assert np.abs(got - img(runtime)).max() <= 2 and np.abs(got - img(runtime)).mean() < 0.05  # measured 1 / 0.001
+    assert main(["convert", "toy", "-o", str(tmp_path / "x.ckpt")]) == 2

@@ -151,3 +151,14 @@ def detect_architecture(shapes: Mapping[str, Sequence[int]], metadata: Mapping[s
     if name not in ARCHITECTURES:
         raise ValueError(f"{source}: {family} with {in_channels} UNet input channels is not supported")
     return ARCHITECTURES[name]
+
+
+def architecture_for(family: str, unet_in_channels: int = 4, prediction_type: str = "epsilon") -> Architecture:
+    """The known architecture of a loaded model (e.g. a diffusers folder) from its family, UNet
+    input channels and prediction type."""
+    name = family + ("-v" if family == "sd2" and prediction_type == "v_prediction" else "")
+    name += {4: "", 9: "-inpainting", 8: "-instruct-pix2pix"}.get(unet_in_channels, "?")
+    if name not in ARCHITECTURES:
+        raise ValueError(f"no known architecture for a {family} model with {unet_in_channels} UNet input channels "
+                         f"({prediction_type}); known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name]

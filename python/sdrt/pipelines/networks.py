@@ -48,6 +48,17 @@ class Networks:
         handle = apply_networks(backend.unet, {"text_encoder": backend.text_encoder}, specs)
         return handle, {"Lora hashes": ", ".join(f"{tag.name}: {_short_hash(path)}" for tag, path in requests)}
 
+    def merge(self, loras: Sequence[LoraRequest]) -> list[str]:
+        """Merge networks into the weights for good (for export or a merged single file); returns
+        the names merged."""
+        from ..loaders.lora import merge_networks
+
+        requests = [self._from_argument(item) for item in loras]
+        backend = self.pipeline.backend
+        merge_networks(backend.unet, {"text_encoder": backend.text_encoder},
+                       [(self._load(path), tag.te_weight, tag.unet_weight) for tag, path in requests])
+        return [tag.name for tag, _ in requests]
+
     def _from_folder(self, name: str) -> str:
         folders = self.pipeline.model_folders
         if folders is None:

@@ -95,6 +95,15 @@ class Pipeline:
     def text_encoder(self):
         return self.backend.text_encoder
 
+    def save_single_file(self, path: str, *, dtype: torch.dtype | None = torch.float16) -> None:
+        """Write the loaded model (with any LoRAs merged by ``networks.merge``) as one A1111-loadable
+        .safetensors file in the original layout."""
+        from ..loaders.single_file import save_checkpoint
+        from ..models.architectures import architecture_for
+
+        arch = architecture_for(self.info.family, self.info.unet_in_channels, self.info.prediction_type)
+        save_checkpoint(path, arch, self.unet, self.vae, {"text_encoder": self.text_encoder}, dtype=dtype)
+
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         vae_latents = kernels.unscale_latents(latents.contiguous(), self.info.scaling_factor)
         pixels = self._per_image(self.backend.vae_decode, vae_latents).contiguous().cpu()
