@@ -20,7 +20,7 @@ $(PY):
 # Reinstall (incremental CMake build in build/) whenever the build inputs change.
 $(STAMP): $(PY) $(SOURCES)
 	@if [ -n "$(TORCH)" ]; then $(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"; fi
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[test,onnx]"
 	@touch $(STAMP)
 
 setup: $(STAMP)

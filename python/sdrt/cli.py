@@ -53,7 +53,7 @@ def _generate(args: argparse.Namespace, mode: str) -> int:
     if mode == "img2img":
         init = _open_image(args.init_image, "init image")
         mask = _open_image(args.mask, "mask") if args.mask else None
-    pipe = load(args.model, device=args.device, vae=args.vae, models_dir=args.models_dir,
+    pipe = load(args.model, backend=args.backend, device=args.device, vae=args.vae, models_dir=args.models_dir,
                 embeddings_dir=args.embeddings_dir)
     if pipe.embeddings is not None and pipe.embeddings.skipped and not args.quiet:
         for path, why in pipe.embeddings.skipped.items():
@@ -101,6 +101,8 @@ def _add_generation_arguments(p: argparse.ArgumentParser, default_output: str) -
                    "models/Lora, models/VAE, models/embeddings (default: $SDRT_MODELS_ROOT)")
     p.add_argument("--embeddings-dir", default=None, help="another folder of textual-inversion embeddings")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                   help="onnxruntime: --model is a folder written by `sdrt export --to onnx`")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--sampler", default="Euler a", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'")
     p.add_argument("--scheduler", default="Automatic", help="A1111 schedule type, e.g. 'Karras'")
@@ -132,6 +134,33 @@ def _cmd_png_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_loras(items) -> list[tuple[str, float]]:
+    loras = []
+    for item in items or []:
+        name, _, weight = item.rpartition(":")
+        try:
+            loras.append((name, float(weight)) if name else (item, 1.0))
+        except ValueError:
+            raise ValueError(f"--lora {item}: expected NAME_OR_PATH[:WEIGHT]") from None
+    return loras
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import time
+
+    if args.to != "onnx":
+        raise ValueError(f"--to {args.to}: not built yet; this sdrt exports --to onnx")
+    from .export.onnx_export import to_onnx
+
+    started = time.perf_counter()
+    manifest = to_onnx(args.model, args.output, fp16=args.fp16, loras=_parse_loras(args.lora),
+                       models_dir=args.models_dir, progress=lambda m: print(m, file=sys.stderr))
+    total = sum(c["bytes"] for c in manifest["components"].values()) / 2**20
+    print(f"wrote {args.output}: {', '.join(manifest['components'])} ({manifest['precision']}, {total:.1f} MiB) "
+          f"in {time.perf_counter() - started:.1f} s; run it with --backend onnxruntime --model {args.output}")
+    return 0
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     """A model (folder, checkpoint, name) -> one A1111-loadable .safetensors, LoRAs merged in."""
     import os
@@ -145,13 +174,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise ValueError(f"--output {args.output}: must end in .safetensors")
     started = time.perf_counter()
     pipe = load(args.model, vae=args.vae, models_dir=args.models_dir)
-    loras = []
-    for item in args.lora or []:
-        name, _, weight = item.rpartition(":")
-        try:
-            loras.append((name, float(weight)) if name else (item, 1.0))
-        except ValueError:
-            raise ValueError(f"--lora {item}: expected NAME_OR_PATH[:WEIGHT]") from None
+    loras = _parse_loras(args.lora)
     merged = pipe.networks.merge(loras) if loras else []
     pipe.save_single_file(args.output, dtype=torch.float32 if args.fp32 else torch.float16)
     size = os.path.getsize(args.output) / 2**20
@@ -218,6 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--fp32", action="store_true", help="keep float32 weights (default fp16, as A1111 saves)")
     convert.set_defaults(func=_cmd_convert)
 
+    export = sub.add_parser("export", help="export a model's components for another runtime (ONNX)")
+    export.add_argument("model", help="'toy', a diffusers folder, a checkpoint file or a name in --models-dir")
+    export.add_argument("--to", default="onnx", choices=["onnx", "tensorrt", "coreml"])
+    export.add_argument("-o", "--output", required=True, help="the folder to write")
+    export.add_argument("--fp16", action="store_true")
+    export.add_argument("--lora", action="append", help="NAME_OR_PATH[:WEIGHT] merged before export (repeatable)")
+    export.add_argument("--models-dir", default=None, help="default: $SDRT_MODELS_ROOT")
+    export.set_defaults(func=_cmd_export)
+
     models = sub.add_parser("models", help="list the checkpoints, LoRAs, VAEs and embeddings in the model folders")
     models.add_argument("--models-dir", default=None, help="default: $SDRT_MODELS_ROOT")
     models.add_argument("--kind", choices=["checkpoints", "lora", "vae", "embeddings"], default=None)
@@ -239,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError, PermissionError) as exc:  # bad input: one clear line, no traceback
         print(f"sdrt {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

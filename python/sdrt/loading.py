@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "onnxruntime")
 
 
 def toy_model_path() -> str:
@@ -126,6 +126,8 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not available; valid: {', '.join(BACKENDS)}")
     folders = model_folders(models_dir)
+    if backend == "onnxruntime":
+        return _load_onnx(model, device, batch_invariant, folders, embeddings_dir)
     path = _resolve(_by_name(folders, "checkpoints", model))
     vae = _by_name(folders, "vae", vae) if vae is not None else None
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
@@ -166,6 +168,29 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
     return pipe
 
 
+def _load_onnx(folder: str, device: str, batch_invariant: bool, folders, embeddings_dir):
+    """An `sdrt export --to onnx` folder on ONNX Runtime."""
+    import torch
+
+    from .backends.onnxruntime_backend import OnnxRuntimeBackend, read_manifest
+    from .pipelines import ModelInfo, Pipeline
+    from .prompt import get_tokenizer
+
+    if not os.path.isdir(os.path.expanduser(str(folder))):
+        raise ValueError(f"model {folder!r}: the onnxruntime backend runs an export folder "
+                         "(`sdrt export MODEL --to onnx -o DIR`), not a model")
+    folder = os.path.expanduser(str(folder))
+    manifest = read_manifest(folder)
+    info = ModelInfo(**manifest["model"])
+    backend_impl = OnnxRuntimeBackend(folder, device=device, manifest=manifest)
+    sigmas = torch.tensor(manifest["model_sigmas"], dtype=torch.float64)
+    pipe = Pipeline(backend_impl, get_tokenizer(), sigmas, info, batch_invariant=batch_invariant)
+    pipe.model_folders = folders
+    _attach_embeddings(pipe, [d for d in (folders.folder("embeddings") if folders else None, embeddings_dir) if d],
+                       width=int(manifest.get("text_width", 0)))
+    return pipe
+
+
 def _by_name(folders, kind: str, name: str) -> str:
     """A path as given when it exists (or "toy"), else a name inside the model folders."""
     if name == "toy" or os.path.exists(os.path.expanduser(str(name))) or folders is None:
@@ -173,13 +198,13 @@ def _by_name(folders, kind: str, name: str) -> str:
     return folders.resolve(kind, name)
 
 
-def _attach_embeddings(pipe, folders: list[str]) -> None:
+def _attach_embeddings(pipe, folders: list[str], width: int | None = None) -> None:
     """Textual inversions from `folders`, found in prompts by file name (A1111). Files for another
     model family or unreadable ones are skipped and listed in ``pipe.embeddings.skipped``."""
     from .loaders.embeddings import EmbeddingDatabase
 
     key = "clip_h" if pipe.info.family == "sd2" else "clip_l"
-    db = EmbeddingDatabase(pipe.tokenizer, key, int(pipe.text_encoder.config.hidden_size))
+    db = EmbeddingDatabase(pipe.tokenizer, key, width or int(pipe.text_encoder.config.hidden_size))
     for folder in folders:
         db.load_dir(folder)
     pipe.embeddings = db

@@ -40,11 +40,11 @@ class Networks:
             return None, {}
         from ..loaders.lora import apply_networks
 
-        specs = [(self._load(path), tag.te_weight, tag.unet_weight) for tag, path in requests]
         backend = self.pipeline.backend
-        if not hasattr(backend, "unet") or backend.unet is None:
+        if getattr(backend, "unet", None) is None:
             raise ValueError(f"loras: the {getattr(backend, 'name', '?')} backend cannot apply networks at run time; "
-                             "merge them before export")
+                             "merge them before export (sdrt export --lora)")
+        specs = [(self._load(path), tag.te_weight, tag.unet_weight) for tag, path in requests]
         handle = apply_networks(backend.unet, {"text_encoder": backend.text_encoder}, specs)
         return handle, {"Lora hashes": ", ".join(f"{tag.name}: {_short_hash(path)}" for tag, path in requests)}
 
