@@ -92,6 +92,18 @@ def to_onnx(model, out_dir: str, *, fp16: bool = False, loras: Sequence | None =
     return manifest
 
 
+def export_component(pipe, name: str, path: str, *, fp16: bool = False) -> None:
+    """One component of `pipe` (anything with .unet / .text_encoder / .vae as the spec needs) to
+    `path`, checked."""
+    import onnx
+
+    if name not in COMPONENTS:
+        raise ValueError(f"component {name!r} unknown; valid: {', '.join(COMPONENTS)}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _export_component(pipe, COMPONENTS[name], path, fp16)
+    onnx.checker.check_model(path)
+
+
 def _export_component(pipe, spec, path: str, fp16: bool) -> None:
     import warnings
 
@@ -104,14 +116,20 @@ def _export_component(pipe, spec, path: str, fp16: bool) -> None:
         torch.onnx.export(module, sample, path, dynamo=False, opset_version=OPSET,
                           input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
                           dynamic_axes=spec.dynamic_axes)
-    model = onnx.load(path)
     if fp16:
         from onnxruntime.transformers.float16 import convert_float_to_float16
-
         from onnxruntime.transformers.onnx_model import OnnxModel
 
-        model = convert_float_to_float16(model, keep_io_types=True)
+        # types of every tensor first (the converter must leave e.g. Resize's scales in fp32); by
+        # path, because in-memory shape inference serialises the model, which protobuf refuses past 2 GB
+        inferred = path + ".inferred"
+        onnx.shape_inference.infer_shapes_path(path, inferred)
+        model = onnx.load(inferred)
+        os.remove(inferred)
+        model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
         OnnxModel(model).topological_sort()  # the converter appends its input casts after their users
+    else:
+        model = onnx.load(path)
     for stale in os.listdir(os.path.dirname(path)):  # weights of an earlier export
         if stale != os.path.basename(path):
             os.remove(os.path.join(os.path.dirname(path), stale))
