@@ -26,7 +26,7 @@ def _resolve(model: str) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f"model {model!r}: no such file or folder ({path})")
     if os.path.isfile(path):
-        if not path.endswith(CHECKPOINT_EXTENSIONS):
+        if not path.lower().endswith(CHECKPOINT_EXTENSIONS):
             raise ValueError(f"model {model!r}: a single-file checkpoint must be one of "
                              f"{', '.join(CHECKPOINT_EXTENSIONS)}; or pass a diffusers folder or 'toy'")
         return path
@@ -140,7 +140,9 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
             scheduler_config = json.load(f)
         _check_prediction_type(model, scheduler_config)
         unet, text_encoder, vae_model = load_components(path, dtype, vae)
-        family = "toy" if model == "toy" else ("sd2" if text_encoder.config.hidden_size == 1024 else "sd1")
+        from .models.architectures import family_of
+
+        family = family_of(int(unet.config.block_out_channels[0]), int(text_encoder.config.hidden_size))
         model_hash = None
         name = "toy" if model == "toy" else os.path.basename(os.path.normpath(path))
     model_sigmas = discrete_sigmas(betas_from_config(scheduler_config))
@@ -222,11 +224,17 @@ def _load_single_file(path: str, dtype, vae: str | None):
     from .loaders.hashes import autov2
     from .loaders.single_file import load_checkpoint
 
+    from .loaders.single_file import read_shapes
+    from .models.architectures import detect_architecture
+
+    detected = detect_architecture(*read_shapes(path), source=path)  # refuse before reading gigabytes
+    if detected.family == "sdxl":
+        raise ValueError(f"{path}: an SDXL checkpoint; its modules load "
+                                  "(sdrt.loaders.single_file.load_checkpoint) but SDXL generation is not built yet")
+    if detected.unet_in_channels == 8:
+        raise ValueError(f"{path}: an instruct-pix2pix checkpoint (8-channel UNet); not supported yet")
     ckpt = load_checkpoint(path, dtype=dtype)
     arch = ckpt.architecture
-    if arch.family == "sdxl":
-        raise NotImplementedError(f"{path}: an SDXL checkpoint; its modules load "
-                                  "(sdrt.loaders.single_file.load_checkpoint) but SDXL generation is not built yet")
     vae_model = ckpt.vae if vae is None else load_vae(vae, dtype, config=dict(ckpt.vae.config))
     # A1111 writes the short sha256 (AutoV2) as "Model hash"
     return ckpt.unet, ckpt.text_encoders["text_encoder"], vae_model, ckpt.scheduler_config, arch.family, autov2(path)

@@ -53,11 +53,24 @@ def test_merged_weights_give_the_same_image_as_run_time_application(pipe, root):
     assert np.array_equal(img(merged.txt2img("a blue square", seed=9, steps=6)), img(tagged))
 
 
-def test_text_encoder_and_unet_weights_act_separately(pipe):
-    both = img(pipe.txt2img("a green triangle <lora:ink:1:1>", seed=2, steps=5)).astype(int)
-    te_only = img(pipe.txt2img("a green triangle <lora:ink:1:0>", seed=2, steps=5)).astype(int)
-    unet_only = img(pipe.txt2img("a green triangle <lora:ink:0:1>", seed=2, steps=5)).astype(int)
-    assert np.abs(both - te_only).mean() > 0.5 and np.abs(both - unet_only).mean() > 0.5
+@pytest.mark.parametrize("te,unet", [(1.0, 0.0), (0.0, 1.0)])
+def test_text_encoder_and_unet_weights_go_where_they_belong(pipe, root, te, unet):
+    tagged = pipe.txt2img(f"a green triangle <lora:ink:{te}:{unet}>", seed=2, steps=5)
+    merged = sdrt.load("toy")
+    merge_networks(merged.unet, {"text_encoder": merged.text_encoder},
+                   [(load_network(str(root / "models/Lora/styles/ink.safetensors")), te, unet)])
+    assert np.array_equal(img(merged.txt2img("a green triangle", seed=2, steps=5)), img(tagged))
+    assert not np.array_equal(img(pipe.txt2img("a green triangle", seed=2, steps=5)), img(tagged))
+
+
+def test_a_job_that_fails_after_applying_leaves_the_base_model(pipe):
+    base = img(pipe.txt2img("a red circle", seed=4, steps=4))
+
+    def fail(info):
+        raise RuntimeError("callback failed")
+    with pytest.raises(RuntimeError, match="callback failed"):
+        pipe.txt2img("a red circle <lora:ink:1>", seed=4, steps=4, callback=fail)
+    assert np.array_equal(img(pipe.txt2img("a red circle", seed=4, steps=4)), base)
 
 
 def test_bad_names_are_refused_and_leave_the_model_as_it_was(pipe, tmp_path):
@@ -70,6 +83,8 @@ def test_bad_names_are_refused_and_leave_the_model_as_it_was(pipe, tmp_path):
         pipe.txt2img("a red circle <lora:ink:strong>", seed=4, steps=4)
     with pytest.raises(ValueError, match="loras:"):
         pipe.txt2img("a red circle", seed=4, steps=4, loras=["ink"])
+    with pytest.raises(ValueError, match=r"loras: \('ink', 'strong'\): weights must be numbers"):
+        pipe.txt2img("a red circle", seed=4, steps=4, loras=[("ink", "strong")])
     with pytest.raises(ValueError, match="models_dir"):
         sdrt.load("toy").txt2img("a red circle <lora:ink:1>", seed=4, steps=4)
     assert np.array_equal(img(pipe.txt2img("a red circle", seed=4, steps=4)), base)
@@ -89,3 +104,25 @@ def test_convert_merges_a_lora_into_a_single_file_that_loads_back(root, tmp_path
     assert np.abs(got - base).mean() > 0.3  # the LoRA is in the file (measured: 0.70 levels on average)
     assert np.abs(got - img(runtime)).max() <= 2 and np.abs(got - img(runtime)).mean() < 0.05  # measured 1 / 0.001
     assert main(["convert", "toy", "-o", str(tmp_path / "x.ckpt")]) == 2
+
+
+def test_apply_networks_changes_nothing_when_it_fails_midway(root, monkeypatch):
+    import torch
+
+    import sdrt.loaders.lora as lora
+
+    fresh = sdrt.load("toy")
+    before = {k: v.clone() for k, v in fresh.unet.state_dict().items()}
+    calls = {"n": 0}
+    real = lora._patched_weight
+
+    def failing(base, parts):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise MemoryError("simulated out of memory")
+        return real(base, parts)
+    monkeypatch.setattr(lora, "_patched_weight", failing)
+    with pytest.raises(MemoryError):
+        lora.apply_networks(fresh.unet, {"text_encoder": fresh.text_encoder},
+                            [(load_network(str(root / "models/Lora/styles/ink.safetensors")), 1.0, 1.0)])
+    assert all(torch.equal(before[k], v) for k, v in fresh.unet.state_dict().items())

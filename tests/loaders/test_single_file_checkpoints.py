@@ -219,7 +219,12 @@ def test_detection_of_variants_and_refusals():
         == "sd1-inpainting"
     assert detect_architecture({**sd1, ldm_layout.UNET_PREFIX + "input_blocks.0.0.weight": (320, 8, 3, 3)}).name \
         == "sd1-instruct-pix2pix"
-    assert detect_architecture(sd1, {"modelspec.architecture": "stable-diffusion-v2-768-v"}).name == "sd2-v"
+    sd2 = {ldm_layout.UNET_PREFIX + "input_blocks.0.0.weight": (320, 4, 3, 3),
+           "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight": (3072, 1024)}
+    assert detect_architecture(sd2).name == "sd2"
+    assert detect_architecture(sd2, {"modelspec.architecture": "stable-diffusion-v2-768-v"}).name == "sd2-v"
+    # a label that the tensors contradict is not trusted
+    assert detect_architecture(sd1, {"modelspec.architecture": "stable-diffusion-v2-768-v"}).name == "sd1"
     with pytest.raises(ValueError, match="lora.safetensors: no UNet"):
         detect_architecture({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": (4, 320)},
                             source="lora.safetensors")
@@ -301,3 +306,50 @@ class _FakeUNet(torch.nn.Module):
 def test_sd2_v_prediction_test_follows_a1111():
     assert uses_v_prediction(_FakeUNet(-1))      # (out - x).mean() = -2 < -1: v
     assert not uses_v_prediction(_FakeUNet(1))   # an epsilon model predicts about its input here
+
+
+def test_shipped_configs_are_the_published_ones():
+    """Entries that matter beyond key layout (runwayml/stable-diffusion-v1-5, stabilityai/stable-
+    diffusion-2-1 and -2-1-base, stable-diffusion-xl-base-1.0 configs)."""
+    sd2v, sd2 = ARCHITECTURES["sd2-v"], ARCHITECTURES["sd2"]
+    assert (sd2v.unet["sample_size"], sd2v.unet["upcast_attention"], sd2v.prediction_type) == (96, True, "v_prediction")
+    assert (sd2.unet["sample_size"], sd2.unet["upcast_attention"], sd2.prediction_type) == (64, False, "epsilon")
+    assert ARCHITECTURES["sd1"].vae["scaling_factor"] == 0.18215
+    assert ARCHITECTURES["sdxl"].vae["scaling_factor"] == 0.13025
+    assert ARCHITECTURES["sdxl"].unet["projection_class_embeddings_input_dim"] == 2816
+    assert ARCHITECTURES["sd2"].text_encoders["text_encoder"]["num_hidden_layers"] == 23  # penultimate of 24
+
+
+def test_a_toy_folder_given_by_path_saves_and_loads_back(tmp_path):
+    pipe = sdrt.load(sdrt.loading.toy_model_path())  # a path, not the name "toy"
+    assert pipe.info.family == "toy"
+    pipe.save_single_file(str(tmp_path / "t.safetensors"))
+    again = sdrt.load(str(tmp_path / "t.safetensors"))
+    a = pipe.txt2img("a red circle", seed=1, steps=4).images[0]
+    assert np.array_equal(np.asarray(a), np.asarray(again.txt2img("a red circle", seed=1, steps=4).images[0]))
+
+
+def test_sd2_v_is_rebuilt_with_its_own_config_and_pix2pix_is_refused(tmp_path, monkeypatch):
+    import sdrt.loaders.single_file as single_file
+
+    arch = reduced("sd2")
+    unet, vae, tes = build(arch)
+    path = tmp_path / "sd2.safetensors"
+    save_checkpoint(str(path), arch, unet, vae, tes, dtype=None)
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(path)), str(path))  # no metadata: A1111's run of the UNet decides
+    monkeypatch.setattr(single_file, "uses_v_prediction", lambda unet: True)
+    small = {k: v for k, v in reduced("sd2").unet.items()}
+    monkeypatch.setitem(single_file.ARCHITECTURES, "sd2-v", dataclasses.replace(
+        single_file.ARCHITECTURES["sd2-v"], unet={**small, "sample_size": 96, "upcast_attention": True},
+        vae=arch.vae, text_encoders=arch.text_encoders))
+    monkeypatch.setattr(single_file, "detect_architecture", lambda *a, **k: arch)
+    ck = load_checkpoint(str(path))
+    assert ck.architecture.name == "sd2-v"
+    assert ck.unet.config.sample_size == 96 and ck.unet.config.upcast_attention
+    pix = reduced("sd1-instruct-pix2pix")
+    u, v, t = build(pix)
+    save_checkpoint(str(tmp_path / "p.safetensors"), pix, u, v, t, dtype=None)
+    with pytest.raises(ValueError, match="instruct-pix2pix"):
+        sdrt.load(str(tmp_path / "p.safetensors"))

@@ -185,7 +185,10 @@ def _peft_alpha(metadata: Mapping[str, str], component: str, dotted: str, rank: 
     raw = metadata.get("lora_adapter_metadata")
     if not raw:
         return None
-    config = json.loads(raw)
+    try:
+        config = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"lora_adapter_metadata is not valid JSON ({exc})") from None
     alpha = config.get(f"{component}.lora_alpha")
     for pattern, value in (config.get(f"{component}.alpha_pattern") or {}).items():
         if re.match(rf"(.*\.)?({pattern})$", dotted):
@@ -208,7 +211,10 @@ def _build_module(group: _Group, component: str, metadata: Mapping[str, str], so
         raise ValueError(f"{source}: {kind} module {group.key!r} lacks {', '.join(missing)}")
     module = NetworkModule(group.key, kind, tensors, None if alpha_t is None else float(alpha_t.item()))
     if alpha_t is None and group.dotted is not None and module.rank:
-        alpha = _peft_alpha(metadata, component, group.dotted, module.rank)
+        try:
+            alpha = _peft_alpha(metadata, component, group.dotted, module.rank)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
         if alpha is not None:
             module = NetworkModule(group.key, kind, tensors, alpha)
     return module
@@ -406,13 +412,15 @@ def apply_networks(unet: nn.Module | None, text_encoders: Mapping[str, nn.Module
             previous = _ACTIVE.get(model)
             if previous is not None:
                 previous.remove()
-        backups = []
+        backups, news = [], []
         with torch.no_grad():
+            # every new weight first: a failure here (out of memory) leaves the model untouched
             for patch in patches:
                 backup = patch.weight.detach().clone()
-                new = _patched_weight(backup, patch.parts)
+                news.append(_patched_weight(backup, patch.parts))
                 backups.append((patch.component, patch.module_name, patch.weight, backup))
-                patch.weight.copy_(new)
+            for (_, _, weight, _), new in zip(backups, news):
+                weight.copy_(new)
         handle = AppliedNetworks(networks, list(models.values()), backups)
         for model in models.values():
             _ACTIVE[model] = handle

@@ -43,7 +43,7 @@ class Checkpoint:
 
 def read_shapes(path: str) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     """Keys -> shapes (and safetensors metadata) without reading the tensors where the format allows."""
-    if str(path).endswith(".safetensors"):
+    if str(path).lower().endswith(".safetensors"):
         header = read_safetensors_header(path)
         return {k: tuple(t[1]) for k, t in header.tensors.items()}, dict(header.metadata)
     state = read_state_dict(path)
@@ -64,16 +64,26 @@ def load_checkpoint(path: str, *, dtype: torch.dtype = torch.float32,
         arch = ARCHITECTURES[architecture]
     else:
         arch = detect_architecture(shapes, metadata, source=path)
-    if path.endswith(".safetensors"):
+    if path.lower().endswith(".safetensors"):
         # a dry run on meta tensors of the header's shapes: a file that does not fit is refused
         # (naming the key) before any tensor data is read
         _build(arch, {k: torch.empty(v, device="meta") for k, v in shapes.items()}, path, metadata)
     state = read_state_dict(path, dtype=dtype)
     unet, vae, text_encoders, used = _build(arch, state, path, metadata)
-    if architecture is None and arch.family == "sd2" and arch.unet_in_channels == 4 and \
-            (metadata or {}).get("modelspec.architecture") is None and uses_v_prediction(unet):
+    if architecture is None and arch.name == "sd2" and _v_prediction(metadata, unet):
         arch = ARCHITECTURES["sd2-v"]
+        unet = _build_unet(arch, state, path, set())  # its own config (768, attention upcast), same tensors
     return Checkpoint(arch, unet, vae, text_encoders, path, sorted(set(state) - used))
+
+
+def _v_prediction(metadata: Mapping[str, str] | None, unet) -> bool:
+    """SD2 512-base (epsilon) or 768-v: the file's label when it has one, else A1111's test."""
+    label = (metadata or {}).get("modelspec.prediction_type")
+    if label is not None:
+        return label == "v"
+    if (metadata or {}).get("modelspec.architecture") is not None:
+        return False  # labelled, and the label said 512-base
+    return uses_v_prediction(unet)
 
 
 def _build(arch: Architecture, state, path: str, metadata) -> tuple[Any, Any, dict, set]:
@@ -239,7 +249,7 @@ def save_checkpoint(path: str, architecture: Architecture, unet, vae, text_encod
     """Write an A1111-loadable single .safetensors file in the original layout."""
     from safetensors.torch import save_file
 
-    if not str(path).endswith(".safetensors"):
+    if not str(path).lower().endswith(".safetensors"):
         raise ValueError(f"{path}: single files are written as .safetensors")
     missing = [name for name in architecture.text_encoders if name not in text_encoders]
     if missing:
@@ -260,7 +270,7 @@ def save_checkpoint(path: str, architecture: Architecture, unet, vae, text_encod
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     metadata = {"modelspec.architecture": architecture.modelspec,
-                "modelspec.predict_key": "v" if architecture.prediction_type == "v_prediction" else "epsilon",
+                "modelspec.prediction_type": "v" if architecture.prediction_type == "v_prediction" else "epsilon",
                 "modelspec.implementation": "sdrt", SCALING_FACTOR_KEY: repr(float(vae.config.scaling_factor))}
     directory = os.path.dirname(os.path.abspath(path))
     if not os.access(directory, os.W_OK):

@@ -64,12 +64,10 @@ class Architecture:
 
 
 def _variant(base: Architecture, name: str, *, in_channels: int | None = None, prediction: str | None = None,
-             sample_size: int | None = None, modelspec: str | None = None) -> Architecture:
-    unet = dict(base.unet)
+             modelspec: str | None = None, **unet_overrides) -> Architecture:
+    unet = dict(base.unet, **unet_overrides)
     if in_channels is not None:
         unet["in_channels"] = in_channels
-    if sample_size is not None:
-        unet["sample_size"] = sample_size
     scheduler = dict(base.scheduler, **({"prediction_type": prediction} if prediction else {}))
     return replace(base, name=name, unet=unet, scheduler=scheduler, modelspec=modelspec)
 
@@ -100,7 +98,9 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     _variant(SD1, "sd1-inpainting", in_channels=9, modelspec="stable-diffusion-v1-inpainting"),
     _variant(SD1, "sd1-instruct-pix2pix", in_channels=8, modelspec="stable-diffusion-v1-instruct-pix2pix"),
     SD2,
-    _variant(SD2, "sd2-v", prediction="v_prediction", sample_size=96, modelspec="stable-diffusion-v2-768-v"),
+    # 768-v: attention upcast to fp32 (its published config; fp16 softmax overflows without it)
+    _variant(SD2, "sd2-v", prediction="v_prediction", sample_size=96, upcast_attention=True,
+             modelspec="stable-diffusion-v2-768-v"),
     _variant(SD2, "sd2-inpainting", in_channels=9, modelspec="stable-diffusion-v2-inpainting"),
     SDXL,
     _variant(SDXL, "sdxl-inpainting", in_channels=9, modelspec="stable-diffusion-xl-v1-inpainting"),
@@ -125,9 +125,16 @@ def detect_architecture(shapes: Mapping[str, Sequence[int]], metadata: Mapping[s
     tensor is read). ``metadata["modelspec.architecture"]`` wins when it names a known one. SD2
     comes back as "sd2" (epsilon); telling "sd2-v" apart needs the UNet itself. Raises ValueError
     naming `source` when the layout is none of these."""
-    spec = (metadata or {}).get("modelspec.architecture")
-    if spec in BY_MODELSPEC:
-        return BY_MODELSPEC[spec]
+    found = _detect_from_shapes(shapes, source)
+    labelled = BY_MODELSPEC.get((metadata or {}).get("modelspec.architecture"))
+    # the label only refines what the shapes say (SD2 512 vs 768-v); a label that disagrees with
+    # the tensors (e.g. a toy-shaped file labelled SD1) is not trusted
+    if labelled is not None and labelled.family == found.family and labelled.unet_in_channels == found.unet_in_channels:
+        return labelled
+    return found
+
+
+def _detect_from_shapes(shapes: Mapping[str, Sequence[int]], source: str) -> Architecture:
     if UNET_INPUT not in shapes:
         raise ValueError(f"{source}: no UNet found (no key {UNET_INPUT!r}); is this a LoRA, a VAE or an embedding "
                          "rather than a checkpoint?")
@@ -143,8 +150,7 @@ def detect_architecture(shapes: Mapping[str, Sequence[int]], metadata: Mapping[s
     elif SD2_TEXT in shapes:  # OpenCLIP (1024 wide in every published SD2 file)
         family = "sd2"
     elif any(k in shapes for k in SD1_TEXT):
-        width = int(shapes[UNET_INPUT][0])
-        family = "toy" if width == toy.UNET_CONFIG["block_out_channels"][0] else "sd1"
+        family = family_of(int(shapes[UNET_INPUT][0]), 0)
     else:
         raise ValueError(f"{source}: no text encoder in a layout sdrt knows (SD1 CLIP, SD2 OpenCLIP, SDXL)")
     name = family + suffix
@@ -153,9 +159,19 @@ def detect_architecture(shapes: Mapping[str, Sequence[int]], metadata: Mapping[s
     return ARCHITECTURES[name]
 
 
+def family_of(unet_width: int, text_width: int) -> str:
+    """SD1-layout models: the toy family is told apart by its UNet's first width; SD2 by its 1024
+    wide text encoder (OpenCLIP H)."""
+    if text_width == 1024:
+        return "sd2"
+    return "toy" if unet_width == toy.UNET_CONFIG["block_out_channels"][0] else "sd1"
+
+
 def architecture_for(family: str, unet_in_channels: int = 4, prediction_type: str = "epsilon") -> Architecture:
     """The known architecture of a loaded model (e.g. a diffusers folder) from its family, UNet
     input channels and prediction type."""
+    if prediction_type == "v_prediction" and family != "sd2":
+        raise ValueError(f"no known architecture for a v-prediction {family} model")
     name = family + ("-v" if family == "sd2" and prediction_type == "v_prediction" else "")
     name += {4: "", 9: "-inpainting", 8: "-instruct-pix2pix"}.get(unet_in_channels, "?")
     if name not in ARCHITECTURES:

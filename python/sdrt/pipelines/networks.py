@@ -45,8 +45,8 @@ class Networks:
             raise ValueError(f"loras: the {getattr(backend, 'name', '?')} backend cannot apply networks at run time; "
                              "merge them before export (sdrt export --lora)")
         specs = [(self._load(path), tag.te_weight, tag.unet_weight) for tag, path in requests]
-        handle = apply_networks(backend.unet, {"text_encoder": backend.text_encoder}, specs)
-        return handle, {"Lora hashes": ", ".join(f"{tag.name}: {_short_hash(path)}" for tag, path in requests)}
+        hashes = {"Lora hashes": ", ".join(f"{tag.name}: {_short_hash(path)}" for tag, path in requests)}
+        return apply_networks(backend.unet, {"text_encoder": backend.text_encoder}, specs), hashes  # last: may raise
 
     def merge(self, loras: Sequence[LoraRequest]) -> list[str]:
         """Merge networks into the weights for good (for export or a merged single file); returns
@@ -70,8 +70,11 @@ class Networks:
         if isinstance(item, LoraTag):
             tag = item
         elif isinstance(item, (tuple, list)) and len(item) in (2, 3) and isinstance(item[0], (str, os.PathLike)):
-            te = float(item[1])
-            tag = LoraTag(os.fspath(item[0]), te, float(item[2]) if len(item) == 3 else te)
+            try:
+                te = float(item[1])
+                tag = LoraTag(os.fspath(item[0]), te, float(item[2]) if len(item) == 3 else te)
+            except (TypeError, ValueError):
+                raise ValueError(f"loras: {item!r}: weights must be numbers") from None
         else:
             raise ValueError(f"loras: {item!r}; expected (name_or_path, weight) or (name_or_path, te_weight, "
                              "unet_weight)")

@@ -280,11 +280,15 @@ class Pipeline:
         sampler_options = {k: float(given[k]) for k in info.options if given[k] is not None}
         shape = (self.info.latent_channels, height // 8, width // 8)
 
-        applied, lora_params = self.networks.activate(lora_tags, loras)
-        extra_params = {**(extra_params or {}), **lora_params}
+        applied = None
         try:
+            applied, lora_params = self.networks.activate(lora_tags, loras)
+            extra_params = {**(extra_params or {}), **lora_params}
             used_embeddings: set[str] = set()
-            opts = ConditioningOptions(clip_skip=clip_skip, find_embedding=_recording(self.find_embedding, used_embeddings),
+            # A1111's SD2 always takes OpenCLIP's penultimate layer (the last of diffusers' 23) and ignores
+            # clip skip, though the infotext still records it
+            opts = ConditioningOptions(clip_skip=1 if self.info.family == "sd2" else clip_skip,
+                                       find_embedding=_recording(self.find_embedding, used_embeddings),
                                        **({"pad_id": 0} if self.info.family == "sd2" else {}))
             batch_cond = conditioning_for_batch(prompts, negatives, steps, self.tokenizer, self.backend.encode_text, opts)
             extra_params = {**(extra_params or {}), **self._ti_hashes(used_embeddings)}
