@@ -91,6 +91,16 @@ def test_lokr_is_a_kronecker_product():
     assert low.rank == 3 and rel_err(low.delta(), torch.kron(w1a @ w1b, w2) * 2.0) < 1e-6
 
 
+def test_lokr_scale_uses_w2_b_rank_when_both_factors_are_low_rank():
+    """A1111 network_lokr: dim is set from lokr_w1_b, then overwritten by lokr_w2_b."""
+    g = torch.Generator().manual_seed(3)
+    tensors = {"lokr_w1_a": rnd(g, 4, 2), "lokr_w1_b": rnd(g, 2, 4), "lokr_w2_a": rnd(g, 5, 3), "lokr_w2_b": rnd(g, 3, 6)}
+    m = NetworkModule("m", "lokr", tensors, alpha=6.0)
+    assert m.rank == 3 and m.scale == pytest.approx(2.0)
+    want = torch.kron(tensors["lokr_w1_a"] @ tensors["lokr_w1_b"], tensors["lokr_w2_a"] @ tensors["lokr_w2_b"]) * 2.0
+    assert rel_err(m.delta(), want) < 1e-6
+
+
 def test_lokr_conv_kernel_lives_in_w2():
     g = torch.Generator().manual_seed(4)
     w1, w2 = rnd(g, 2, 3), rnd(g, 5, 4, 3, 3)

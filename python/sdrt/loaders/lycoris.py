@@ -12,8 +12,8 @@
   (``lokr_w1_a @ lokr_w1_b``), ``w2`` optionally with a CP core ``lokr_t2``.
 
 Every delta is multiplied by ``alpha / rank`` where the type has a rank (LoRA: rows of
-``lora_down``; LoHa: rows of ``hada_w1_b``; LoKr: rows of ``lokr_w1_b``, else of
-``lokr_w2_b``) and an alpha is stored, else by 1 -- as A1111 computes it. Deltas are float32.
+``lora_down``; LoHa: rows of ``hada_w1_b``; LoKr: rows of ``lokr_w2_b``, else of
+``lokr_w1_b``) and an alpha is stored, else by 1 -- as A1111 computes it. Deltas are float32.
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ class NetworkModule:
             return int(t["lora_down.weight"].shape[0])
         if self.kind == "loha":
             return int(t["hada_w1_b"].shape[0])
-        for name in ("lokr_w1_b", "lokr_w2_b"):
+        for name in ("lokr_w2_b", "lokr_w1_b"):  # A1111: w2_b's rank wins when both factors are low-rank
             if name in t:
                 return int(t[name].shape[0])
         return None
