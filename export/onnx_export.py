@@ -66,6 +66,9 @@ def to_onnx(model, out_dir: str, *, fp16: bool = False, loras: Sequence | None =
                 "loras": options["loras"],
                 "profile": PROFILES.get(pipe.info.family, PROFILES["sd1"])}
     manifest["model_sigmas"] = [float(s) for s in pipe.denoiser.sigmas]  # the discrete noise schedule
+    # widths the engine profiles need (tensorrt_export.shape_profile)
+    manifest["widths"] = {"context_width": int(pipe.unet.config.cross_attention_dim),
+                          "text_width": int(pipe.text_encoder.config.hidden_size)}
     for name in names:
         spec = COMPONENTS[name]
         started = time.perf_counter()
@@ -76,9 +79,11 @@ def to_onnx(model, out_dir: str, *, fp16: bool = False, loras: Sequence | None =
         manifest["components"][name] = {
             "file": os.path.join(name, "model.onnx"),
             "inputs": [t.name for t in spec.inputs], "outputs": [t.name for t in spec.outputs],
-            "bytes": _size(os.path.dirname(path)), "seconds": round(time.perf_counter() - started, 2)}
-        say(f"{name}: {manifest['components'][name]['bytes'] / 2**20:.1f} MiB in "
-            f"{manifest['components'][name]['seconds']} s")
+            "bytes": _size(os.path.dirname(path)), "seconds": round(time.perf_counter() - started, 2),
+            "parity_max_abs_error": parity_error(pipe, spec, path)}
+        entry = manifest["components"][name]
+        say(f"{name}: {entry['bytes'] / 2**20:.1f} MiB in {entry['seconds']} s, "
+            f"ONNX Runtime vs torch max |error| {entry['parity_max_abs_error']:.2e}")
     if "text_encoder" in names:  # the token lookup runs outside the graph (textual inversion replaces rows)
         table = pipe.text_encoder.get_input_embeddings().weight.detach().float().cpu().numpy()
         np.save(os.path.join(out_dir, "text_encoder", "token_embedding.npy"), table.astype(np.float16 if fp16
@@ -136,6 +141,19 @@ def _export_component(pipe, spec, path: str, fp16: bool) -> None:
     large = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_ABOVE
     onnx.save_model(model, path, save_as_external_data=large, all_tensors_to_one_file=True,
                     location="model.onnx.data" if large else None)
+
+
+def parity_error(pipe, spec, path: str) -> float:
+    """Max |ORT - torch| of the exported component on fresh random sample inputs (fp32 torch)."""
+    import onnxruntime as ort
+
+    torch.manual_seed(1234)
+    sample = spec.sample(pipe, torch.float32)
+    with torch.no_grad():
+        want = spec.wrap(pipe).eval().float()(*sample).numpy()
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = session.run(None, {t.name: v.numpy() for t, v in zip(spec.inputs, sample)})[0]
+    return float(np.abs(got.astype(np.float32) - want).max())
 
 
 def _model_facts(pipe) -> dict:

@@ -156,8 +156,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     manifest = to_onnx(args.model, args.output, fp16=args.fp16, loras=_parse_loras(args.lora),
                        models_dir=args.models_dir, progress=lambda m: print(m, file=sys.stderr))
     total = sum(c["bytes"] for c in manifest["components"].values()) / 2**20
-    print(f"wrote {args.output}: {', '.join(manifest['components'])} ({manifest['precision']}, {total:.1f} MiB) "
-          f"in {time.perf_counter() - started:.1f} s; run it with --backend onnxruntime --model {args.output}")
+    worst = max(c["parity_max_abs_error"] for c in manifest["components"].values())
+    print(f"wrote {args.output}: {', '.join(manifest['components'])} ({manifest['precision']}, {total:.1f} MiB, "
+          f"ORT vs torch max |error| {worst:.1e}) in {time.perf_counter() - started:.1f} s; "
+          f"run it with --backend onnxruntime --model {args.output}")
     return 0
 
 

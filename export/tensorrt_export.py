@@ -1,0 +1,176 @@
+"""TensorRT engines from an ONNX export: optimization profiles from the export specs, fp16, a
+timing cache, and refittable engines whose weights (a LoRA swap) are replaced by name without a
+rebuild.
+
+TensorRT cannot be installed on this project's machines (no GPU in CI; the wheel is too large for
+the lent GPU machine), so ``build_engine`` and ``refit_engine`` are written against the documented
+TensorRT 10 Python API (Builder, OnnxParser, IOptimizationProfile, BuilderConfig with FP16 / REFIT
+flags and a timing cache, Refitter.set_named_weights) behind an import guard, and are NOT
+exercised here. What needs no TensorRT is tested: the shape profiles, the run-time range check,
+the engine cache key and the torch -> ONNX weight-name map a refit needs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Mapping, Optional
+
+import numpy as np
+
+from .specs import COMPONENTS, PROFILES, TOKENS
+
+Shape = tuple[int, ...]
+Profile = dict[str, tuple[Shape, Shape, Shape]]  # input -> (min, opt, max)
+
+
+def shape_profile(component: str, model: Mapping, *, family: str | None = None,
+                  batch: tuple[int, int] | None = None, size: tuple[int, int] | None = None,
+                  text_chunks: tuple[int, int] | None = None) -> Profile:
+    """(min, opt, max) shapes of each input of `component` for an engine: batch counts images
+    times the CFG doubling, sizes are pixels (latents are 1/8), text lengths whole 77-token chunks.
+    `model` holds the export manifest's model facts (family, channels) plus text/context widths."""
+    ranges = dict(PROFILES.get(family or model.get("family", "sd1"), PROFILES["sd1"]))
+    ranges.update({k: v for k, v in (("batch", batch), ("size", size), ("text_chunks", text_chunks)) if v})
+    (b0, b1), (s0, s1), (c0, c1) = ranges["batch"], ranges["size"], ranges["text_chunks"]
+    for name, (lo, hi) in (("batch", (b0, b1)), ("size", (s0, s1)), ("text_chunks", (c0, c1))):
+        if not 1 <= lo <= hi:
+            raise ValueError(f"{name}={(lo, hi)}: need 1 <= min <= max")
+    if s0 % 64 or s1 % 64:
+        raise ValueError(f"size={(s0, s1)}: pixel sizes must be multiples of 64 (latents of multiples of 8)")
+    opt_size = min(max(int(model.get("default_size", 512)), s0), s1)
+    dims = {"batch": (b0, min(max(2, b0), b1), b1), "height": (s0 // 8, opt_size // 8, s1 // 8),
+            "width": (s0 // 8, opt_size // 8, s1 // 8), "image_height": (s0, opt_size, s1),
+            "image_width": (s0, opt_size, s1), "tokens": (TOKENS * c0, TOKENS * c0, TOKENS * c1),
+            "channels": (model["unet_in_channels"],) * 3, "context": (model["context_width"],) * 3,
+            "width_text": (model["text_width"],) * 3}
+    profile: Profile = {}
+    for spec in COMPONENTS[component].inputs:
+        per_axis = []
+        for axis in spec.dims:
+            if isinstance(axis, int):
+                per_axis.append((axis,) * 3)
+            elif component == "text_encoder" and axis == "width":
+                per_axis.append(dims["width_text"])
+            else:
+                per_axis.append(dims[axis])
+        profile[spec.name] = tuple(tuple(a[i] for a in per_axis) for i in range(3))
+    return profile
+
+
+def check_in_profile(profile: Profile, shapes: Mapping[str, Shape], *, engine: str = "engine") -> None:
+    """Refuse inputs outside the engine's range, naming the input, the axis and what to rebuild."""
+    for name, shape in shapes.items():
+        lo, _, hi = profile[name]
+        for axis, (value, a, b) in enumerate(zip(shape, lo, hi)):
+            if not a <= value <= b:
+                raise ValueError(f"{engine}: input {name!r} axis {axis} is {value}, outside the engine's range {a}-{b}; "
+                                 "rebuild the engine with a wider profile (sdrt export --to tensorrt --size/--batch)")
+
+
+def engine_cache_key(onnx_sha256: str, profile: Profile, *, fp16: bool, refittable: bool,
+                     tensorrt_version: str, device: str) -> str:
+    """An engine is reusable only for the same graph, profile, precision, TensorRT and GPU."""
+    payload = json.dumps({"onnx": onnx_sha256, "profile": profile, "fp16": fp16, "refit": refittable,
+                          "trt": tensorrt_version, "device": device}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def refit_name_map(state_dict: Mapping[str, "np.ndarray"], onnx_model) -> dict[str, tuple[str, bool]]:
+    """torch parameter name -> (ONNX initializer name, stored transposed?), found by value.
+
+    The TorchScript exporter keeps most parameter names but folds linear weights into
+    transposed MatMul constants with generated names (onnx::MatMul_123); matching values recovers
+    the mapping a refit needs (TensorRT's Refitter sets weights by the ONNX initializer name).
+    Parameters whose values are not unique (e.g. all-ones norms at init) are left out: a LoRA never
+    touches those."""
+    from onnx import numpy_helper
+
+    by_hash: dict[bytes, list[str]] = {}
+    for init in onnx_model.graph.initializer:
+        array = numpy_helper.to_array(init)
+        by_hash.setdefault(_digest(array), []).append(init.name)
+    mapping: dict[str, tuple[str, bool]] = {}
+    for name, value in state_dict.items():
+        value = np.asarray(value)
+        for transposed, candidate in ((False, value), (True, value.T if value.ndim == 2 else None)):
+            if candidate is None:
+                continue
+            hits = by_hash.get(_digest(np.ascontiguousarray(candidate)), [])
+            if len(hits) == 1:
+                mapping[name] = (hits[0], transposed)
+                break
+    return mapping
+
+
+def _digest(array: np.ndarray) -> bytes:
+    return hashlib.sha1(str(array.dtype).encode() + str(array.shape).encode()
+                        + np.ascontiguousarray(array).tobytes()).digest()
+
+
+def _tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise RuntimeError("TensorRT is not installed (pip install 'sdrt[tensorrt]' on a machine with an NVIDIA GPU); "
+                           "sdrt's ONNX export runs on ONNX Runtime without it") from None
+    return trt
+
+
+def build_engine(onnx_path: str, engine_path: str, profile: Profile, *, fp16: bool = True, refittable: bool = True,
+                 timing_cache: Optional[str] = None, workspace_gb: float = 8.0) -> None:
+    """Build and serialise an engine (TensorRT 10 API). Not exercised in this project's CI."""
+    trt = _tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(onnx_path):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"{onnx_path}: TensorRT could not parse it: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * 2**30))
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if refittable:
+        config.set_flag(trt.BuilderFlag.REFIT)
+    cache = None
+    if timing_cache:
+        data = open(timing_cache, "rb").read() if _exists(timing_cache) else b""
+        cache = config.create_timing_cache(data)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    opt = builder.create_optimization_profile()
+    for name, (lo, mid, hi) in profile.items():
+        opt.set_shape(name, lo, mid, hi)
+    config.add_optimization_profile(opt)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"{onnx_path}: TensorRT failed to build an engine (see its log above)")
+    with open(engine_path, "wb") as f:
+        f.write(serialized)
+    if cache is not None:
+        with open(timing_cache, "wb") as f:
+            f.write(cache.serialize())
+
+
+def refit_engine(engine, name_map: Mapping[str, tuple[str, bool]], state_dict: Mapping[str, "np.ndarray"]) -> int:
+    """Swap weights in a deserialised refittable engine by name (e.g. after merging a different
+    LoRA into the torch module); returns how many were set. Not exercised in this project's CI."""
+    trt = _tensorrt()
+    refitter = trt.Refitter(engine, trt.Logger(trt.Logger.WARNING))
+    count = 0
+    for name, (onnx_name, transposed) in name_map.items():
+        value = np.asarray(state_dict[name])
+        value = np.ascontiguousarray(value.T if transposed else value)
+        if not refitter.set_named_weights(onnx_name, trt.Weights(value)):
+            raise RuntimeError(f"refit: TensorRT refused the weights of {name!r} ({onnx_name})")
+        count += 1
+    if not refitter.refit_cuda_engine():
+        missing = refitter.get_missing_weights()
+        raise RuntimeError(f"refit: weights still missing: {', '.join(missing[:5])}")
+    return count
+
+
+def _exists(path: str) -> bool:
+    import os
+
+    return os.path.isfile(path)
