@@ -62,7 +62,10 @@ class TextEncoderForExport(torch.nn.Module):
         handle = embedding.register_forward_hook(lambda module, args, out: inputs_embeds)
         try:
             ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
-            out = self.text_encoder(ids, output_hidden_states=True)
+            # explicit positions: CLIP's own slice of its position-id buffer exports as an alias,
+            # which Core ML's converter does not take
+            positions = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device).unsqueeze(0)
+            out = self.text_encoder(ids, position_ids=positions, output_hidden_states=True)
         finally:
             handle.remove()
         text_model = getattr(self.text_encoder, "text_model", self.text_encoder)

@@ -148,11 +148,22 @@ def _parse_loras(items) -> list[tuple[str, float]]:
 def _cmd_export(args: argparse.Namespace) -> int:
     import time
 
-    if args.to != "onnx":
-        raise ValueError(f"--to {args.to}: not built yet; this sdrt exports --to onnx")
+    if args.to == "tensorrt":
+        raise ValueError("--to tensorrt: engine building is not wired into the CLI yet (TensorRT cannot be "
+                         "installed on this project's machines); export --to onnx and build with "
+                         "sdrt.export.tensorrt_export.build_engine where TensorRT is installed")
+    started = time.perf_counter()
+    if args.to == "coreml":
+        from .export.coreml_export import to_coreml
+
+        manifest = to_coreml(args.model, args.output, size=args.size, attention=args.attention,
+                             palettize_bits=args.palettize, loras=_parse_loras(args.lora), models_dir=args.models_dir,
+                             progress=lambda m: print(m, file=sys.stderr))
+        print(f"wrote {args.output}: {', '.join(c['file'] for c in manifest['components'].values())} "
+              f"({args.attention} attention) in {time.perf_counter() - started:.1f} s; running them needs macOS")
+        return 0
     from .export.onnx_export import to_onnx
 
-    started = time.perf_counter()
     manifest = to_onnx(args.model, args.output, fp16=args.fp16, loras=_parse_loras(args.lora),
                        models_dir=args.models_dir, progress=lambda m: print(m, file=sys.stderr))
     total = sum(c["bytes"] for c in manifest["components"].values()) / 2**20
@@ -247,7 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("model", help="'toy', a diffusers folder, a checkpoint file or a name in --models-dir")
     export.add_argument("--to", default="onnx", choices=["onnx", "tensorrt", "coreml"])
     export.add_argument("-o", "--output", required=True, help="the folder to write")
-    export.add_argument("--fp16", action="store_true")
+    export.add_argument("--fp16", action="store_true", help="onnx: fp16 weights (Core ML packages are always fp16)")
+    export.add_argument("--attention", default="original", choices=["original", "split_einsum"],
+                        help="coreml: split_einsum suits the Neural Engine")
+    export.add_argument("--palettize", type=int, default=None, help="coreml: palettize weights to N bits")
+    export.add_argument("--size", type=int, default=None, help="coreml: image size in pixels (default: the model's)")
     export.add_argument("--lora", action="append", help="NAME_OR_PATH[:WEIGHT] merged before export (repeatable)")
     export.add_argument("--models-dir", default=None, help="default: $SDRT_MODELS_ROOT")
     export.set_defaults(func=_cmd_export)

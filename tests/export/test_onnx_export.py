@@ -156,4 +156,4 @@ def test_cli_export_and_generate(tmp_path, capsys):
     assert main(["txt2img", "a red circle", "--backend", "onnxruntime", "--model", str(tmp_path / "e"),
                  "--steps", "3", "-q", "-o", str(tmp_path / "o.png")]) == 0
     assert main(["export", "toy", "--to", "tensorrt", "-o", str(tmp_path / "t")]) == 2
-    assert "--to tensorrt: not built yet" in capsys.readouterr().err
+    assert "--to tensorrt: engine building is not wired into the CLI yet" in capsys.readouterr().err

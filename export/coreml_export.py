@@ -1,0 +1,165 @@
+"""Core ML export: each component as an ``.mlpackage`` (ML Program, fp16) through torch.export +
+coremltools, for the Swift / Python Core ML runtime on Apple Silicon.
+
+Conversion runs on Linux; running a package needs macOS, so prediction is tested only there. The
+I/O names are the export specs' (sdrt.export.specs); Core ML packages get fixed shapes (batch 2
+for the UNet, i.e. one image with CFG, batch 1 elsewhere, the model's native size unless told
+otherwise, one 77-token chunk), as Apple's ml-stable-diffusion builds them.
+
+Attention: "original" keeps diffusers' batched attention (best on the GPU); "split_einsum"
+computes each head on its own with einsum (Apple's layout for the Neural Engine, which handles
+many small matmuls better than one large one): same numbers, different graph. Optional
+palettization (``palettize_bits``) clusters weights into 2^n values with coremltools.optimize.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .specs import COMPONENTS, TOKENS
+
+MANIFEST = "sdrt_coreml.json"
+ATTENTION = ("original", "split_einsum")
+
+
+class SplitEinsumAttnProcessor:
+    """diffusers Attention processor computing softmax(q k^T / sqrt(d)) v one head at a time with
+    einsum (Vaswani et al. 2017 attention; per-head split as in Apple's ml-stable-diffusion
+    SPLIT_EINSUM). Same result as the default processor up to float rounding."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        if attention_mask is not None:
+            raise ValueError("split_einsum attention: attention masks are not supported (SD UNets use none)")
+        residual = hidden_states
+        image_layout = hidden_states.ndim == 4
+        if image_layout:
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        head_dim = q.shape[-1] // attn.heads
+        scale = head_dim ** -0.5
+        heads = []
+        for i in range(attn.heads):
+            part = slice(i * head_dim, (i + 1) * head_dim)
+            weights = torch.einsum("bqd,bkd->bqk", q[..., part] * scale, k[..., part]).softmax(dim=-1)
+            heads.append(torch.einsum("bqk,bkd->bqd", weights, v[..., part]))
+        hidden_states = attn.to_out[1](attn.to_out[0](torch.cat(heads, dim=-1)))
+        if image_layout:
+            hidden_states = hidden_states.transpose(1, 2).reshape(b, c, h, w)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+def sample_inputs(pipe, component: str, *, size: Optional[int] = None) -> tuple[torch.Tensor, ...]:
+    """Fixed-shape inputs for a package: UNet batch 2 (CFG), others batch 1, one text chunk."""
+    size = size or pipe.info.default_size
+    if size % 64:
+        raise ValueError(f"size={size}: Core ML packages take pixel sizes in multiples of 64")
+    latent = size // 8
+    if component == "text_encoder":
+        return (torch.randn(1, TOKENS, pipe.text_encoder.config.hidden_size),)
+    if component == "unet":
+        unet = pipe.unet
+        return (torch.randn(2, unet.config.in_channels, latent, latent), torch.full((2,), 500.0),
+                torch.randn(2, TOKENS, unet.config.cross_attention_dim))
+    if component == "vae_decoder":
+        return (torch.randn(1, pipe.vae.config.latent_channels, latent, latent),)
+    return (torch.rand(1, 3, size, size) * 2 - 1,)
+
+
+def convert_component(pipe, component: str, path: str, *, size: Optional[int] = None, attention: str = "original",
+                      palettize_bits: Optional[int] = None):
+    """One component -> an .mlpackage at `path`; returns the coremltools model."""
+    import coremltools as ct
+
+    if component not in COMPONENTS:
+        raise ValueError(f"component {component!r} unknown; valid: {', '.join(COMPONENTS)}")
+    if attention not in ATTENTION:
+        raise ValueError(f"attention={attention!r}; valid: {', '.join(ATTENTION)}")
+    spec = COMPONENTS[component]
+    module = spec.wrap(pipe).eval().float()
+    restore = None
+    if attention == "split_einsum" and component == "unet":
+        restore = pipe.unet.attn_processors
+        pipe.unet.set_attn_processor(SplitEinsumAttnProcessor())
+    try:
+        sample = sample_inputs(pipe, component, size=size)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(module, sample).run_decompositions({})
+            model = ct.convert(program, minimum_deployment_target=ct.target.macOS14,
+                               compute_precision=ct.precision.FLOAT16, convert_to="mlprogram",
+                               inputs=[ct.TensorType(name=t.name, shape=v.shape) for t, v in zip(spec.inputs, sample)],
+                               outputs=[ct.TensorType(name=t.name) for t in spec.outputs])
+    finally:
+        if restore is not None:
+            pipe.unet.set_attn_processor(restore)
+    if palettize_bits is not None:
+        model = _palettize(model, palettize_bits)
+    model.short_description = f"sdrt {component} ({attention} attention)"
+    model.save(path)
+    return model
+
+
+def _palettize(model, bits: int):
+    from coremltools.optimize.coreml import OpPalettizerConfig, OptimizationConfig, palettize_weights
+
+    if bits not in (1, 2, 3, 4, 6, 8):
+        raise ValueError(f"palettize_bits={bits}; Core ML palettizes to 1, 2, 3, 4, 6 or 8 bits")
+    # uniform clusters: k-means would need scikit-learn and minutes per UNet
+    config = OptimizationConfig(global_config=OpPalettizerConfig(mode="uniform", nbits=bits))
+    return palettize_weights(model, config)
+
+
+def to_coreml(model, out_dir: str, *, components: Sequence[str] | None = None, size: Optional[int] = None,
+              attention: str = "original", palettize_bits: Optional[int] = None, loras: Sequence | None = None,
+              models_dir: str | None = None, progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Export `model` ("toy", a folder, a checkpoint or a loaded Pipeline) to `out_dir` as
+    .mlpackage files plus sdrt_coreml.json (names, shapes, model facts)."""
+    import copy
+
+    from sdrt import __version__
+    from sdrt.loading import load
+
+    from .onnx_export import _check_writable, _model_facts
+
+    names = list(components or ("text_encoder", "unet", "vae_decoder"))
+    unknown = [n for n in names if n not in COMPONENTS]
+    if unknown:
+        raise ValueError(f"components: {', '.join(unknown)} unknown; valid: {', '.join(COMPONENTS)}")
+    _check_writable(out_dir)
+    say = progress or (lambda message: None)
+    given_pipeline = not isinstance(model, (str, os.PathLike))
+    pipe = model if given_pipeline else load(model, models_dir=models_dir)
+    if loras:
+        pipe = copy.deepcopy(pipe) if given_pipeline else pipe
+        say(f"merging {', '.join(pipe.networks.merge(loras))}")
+    manifest = {"format": 1, "sdrt_version": __version__, "attention": attention, "palettize_bits": palettize_bits,
+                "model": _model_facts(pipe), "components": {}}
+    for name in names:
+        started = time.perf_counter()
+        path = os.path.join(out_dir, f"{name}.mlpackage")
+        converted = convert_component(pipe, name, path, size=size, attention=attention, palettize_bits=palettize_bits)
+        description = converted.get_spec().description
+        manifest["components"][name] = {
+            "file": f"{name}.mlpackage",
+            "inputs": {i.name: list(i.type.multiArrayType.shape) for i in description.input},
+            "outputs": {o.name: list(o.type.multiArrayType.shape) for o in description.output},
+            "seconds": round(time.perf_counter() - started, 2)}
+        say(f"{name}: {manifest['components'][name]['inputs']} -> {manifest['components'][name]['outputs']} "
+            f"in {manifest['components'][name]['seconds']} s")
+    with open(os.path.join(out_dir, MANIFEST), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+    return manifest
