@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Mapping, Optional
 
 import numpy as np
@@ -171,6 +172,74 @@ def refit_engine(engine, name_map: Mapping[str, tuple[str, bool]], state_dict: M
 
 
 def _exists(path: str) -> bool:
-    import os
-
     return os.path.isfile(path)
+
+
+MANIFEST = "sdrt_tensorrt.json"
+
+
+def plan_engines(onnx_dir: str, *, fp16: bool = True, batch: tuple[int, int] | None = None,
+                 size: tuple[int, int] | None = None, text_chunks: tuple[int, int] | None = None,
+                 tensorrt_version: str = "?", device: str = "?") -> dict:
+    """What to build from an ONNX export: per component its profile, engine file and cache key,
+    plus what the backend needs (model facts, noise schedule, text layers). Needs no TensorRT."""
+    from .onnx_export import MANIFEST as ONNX_MANIFEST
+
+    path = os.path.join(onnx_dir, ONNX_MANIFEST)
+    if not os.path.isfile(path):
+        raise ValueError(f"{onnx_dir}: not an ONNX export (no {ONNX_MANIFEST}); run `sdrt export MODEL --to onnx` first")
+    with open(path, encoding="utf-8") as f:
+        onnx_manifest = json.load(f)
+    if onnx_manifest.get("precision") != "fp32":
+        raise ValueError(f"{onnx_dir}: build engines from an fp32 ONNX export (TensorRT makes its own fp16)")
+    facts = {**onnx_manifest["model"], **onnx_manifest["widths"]}
+    plan = {"format": 1, "fp16": fp16, "model": onnx_manifest["model"], "model_sigmas": onnx_manifest["model_sigmas"],
+            "text_layers": onnx_manifest.get("text_layers"), "onnx": os.path.abspath(onnx_dir), "components": {}}
+    for name, component in onnx_manifest["components"].items():
+        onnx_file = os.path.join(onnx_dir, component["file"])
+        profile = shape_profile(name, facts, batch=batch, size=size, text_chunks=text_chunks)
+        key = engine_cache_key(_file_sha256(onnx_file), profile, fp16=fp16, refittable=True,
+                               tensorrt_version=tensorrt_version, device=device)
+        plan["components"][name] = {"onnx": onnx_file, "engine": os.path.join(name, f"{key}.plan"),
+                                    "profile": profile, "outputs": component["outputs"], "cache_key": key}
+    return plan
+
+
+def to_tensorrt(onnx_dir: str, out_dir: str, *, fp16: bool = True, batch=None, size=None, text_chunks=None,
+                progress=None) -> dict:
+    """Build (or reuse, by cache key) one refittable engine per component of an ONNX export and
+    write the folder the tensorrt backend loads. Needs TensorRT; not exercised in this project."""
+    import shutil
+
+    import torch
+
+    trt = _tensorrt()
+    say = progress or (lambda message: None)
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "?"
+    plan = plan_engines(onnx_dir, fp16=fp16, batch=batch, size=size, text_chunks=text_chunks,
+                        tensorrt_version=trt.__version__, device=device)
+    os.makedirs(out_dir, exist_ok=True)
+    for name, component in plan["components"].items():
+        engine = os.path.join(out_dir, component["engine"])
+        if os.path.isfile(engine):
+            say(f"{name}: cached engine {component['cache_key']}")
+            continue
+        os.makedirs(os.path.dirname(engine), exist_ok=True)
+        build_engine(component["onnx"], engine, component["profile"], fp16=fp16,
+                     timing_cache=os.path.join(out_dir, "timing.cache"))
+        say(f"{name}: built {engine}")
+    if "text_encoder" in plan["components"]:
+        os.makedirs(os.path.join(out_dir, "text_encoder"), exist_ok=True)
+        shutil.copyfile(os.path.join(onnx_dir, "text_encoder", "token_embedding.npy"),
+                        os.path.join(out_dir, "text_encoder", "token_embedding.npy"))
+    with open(os.path.join(out_dir, MANIFEST), "w", encoding="utf-8") as f:
+        json.dump(plan, f, indent=2)
+    return plan
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -101,8 +101,9 @@ def _add_generation_arguments(p: argparse.ArgumentParser, default_output: str) -
                    "models/Lora, models/VAE, models/embeddings (default: $SDRT_MODELS_ROOT)")
     p.add_argument("--embeddings-dir", default=None, help="another folder of textual-inversion embeddings")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
-                   help="onnxruntime: --model is a folder written by `sdrt export --to onnx`")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
+                   help="onnxruntime: --model is a folder written by `sdrt export --to onnx`; tensorrt: an engine "
+                   "folder (sdrt.export.tensorrt_export.to_tensorrt; needs TensorRT and a GPU)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--sampler", default="Euler a", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'")
     p.add_argument("--scheduler", default="Automatic", help="A1111 schedule type, e.g. 'Karras'")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def toy_model_path() -> str:
@@ -126,8 +126,8 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not available; valid: {', '.join(BACKENDS)}")
     folders = model_folders(models_dir)
-    if backend == "onnxruntime":
-        return _load_onnx(model, device, batch_invariant, folders, embeddings_dir)
+    if backend in ("onnxruntime", "tensorrt"):
+        return _load_exported(backend, model, device, batch_invariant, folders, embeddings_dir)
     path = _resolve(_by_name(folders, "checkpoints", model))
     vae = _by_name(folders, "vae", vae) if vae is not None else None
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
@@ -170,21 +170,28 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
     return pipe
 
 
-def _load_onnx(folder: str, device: str, batch_invariant: bool, folders, embeddings_dir):
-    """An `sdrt export --to onnx` folder on ONNX Runtime."""
+def _load_exported(backend: str, folder: str, device: str, batch_invariant: bool, folders, embeddings_dir):
+    """An ONNX export folder on ONNX Runtime, or an engine folder on TensorRT."""
     import torch
 
-    from .backends.onnxruntime_backend import OnnxRuntimeBackend, read_manifest
     from .pipelines import ModelInfo, Pipeline
     from .prompt import get_tokenizer
 
     if not os.path.isdir(os.path.expanduser(str(folder))):
-        raise ValueError(f"model {folder!r}: the onnxruntime backend runs an export folder "
+        raise ValueError(f"model {folder!r}: the {backend} backend runs an export folder "
                          "(`sdrt export MODEL --to onnx -o DIR`), not a model")
     folder = os.path.expanduser(str(folder))
-    manifest = read_manifest(folder)
+    if backend == "onnxruntime":
+        from .backends.onnxruntime_backend import OnnxRuntimeBackend, read_manifest
+
+        manifest = read_manifest(folder)
+        backend_impl = OnnxRuntimeBackend(folder, device=device, manifest=manifest)
+    else:
+        from .backends.tensorrt_backend import TensorRTBackend
+
+        backend_impl = TensorRTBackend(folder, device=device)
+        manifest = {**backend_impl.manifest, "text_width": int(backend_impl.token_embedding.shape[1])}
     info = ModelInfo(**manifest["model"])
-    backend_impl = OnnxRuntimeBackend(folder, device=device, manifest=manifest)
     sigmas = torch.tensor(manifest["model_sigmas"], dtype=torch.float64)
     pipe = Pipeline(backend_impl, get_tokenizer(), sigmas, info, batch_invariant=batch_invariant)
     pipe.model_folders = folders

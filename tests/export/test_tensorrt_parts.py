@@ -87,3 +87,29 @@ def test_building_without_tensorrt_says_so(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on these machines: the import fails
     with pytest.raises(RuntimeError, match="TensorRT is not installed"):
         trt_export.build_engine(str(tmp_path / "x.onnx"), str(tmp_path / "x.plan"), {})
+
+
+def test_engine_plan_from_an_onnx_export(tmp_path):
+    from sdrt.export.onnx_export import to_onnx
+
+    to_onnx("toy", str(tmp_path / "onnx"), components=["unet", "vae_decoder"])
+    plan = trt_export.plan_engines(str(tmp_path / "onnx"), size=(64, 256), tensorrt_version="10.3", device="H100")
+    unet = plan["components"]["unet"]
+    assert unet["profile"]["sample"] == ((1, 4, 8, 8), (2, 4, 8, 8), (16, 4, 32, 32))
+    assert unet["engine"] == f"unet/{unet['cache_key']}.plan"
+    again = trt_export.plan_engines(str(tmp_path / "onnx"), size=(64, 256), tensorrt_version="10.3", device="H100")
+    assert again["components"]["unet"]["cache_key"] == unet["cache_key"]  # the same engine is reused
+    assert trt_export.plan_engines(str(tmp_path / "onnx"), size=(64, 512), tensorrt_version="10.3",
+                                   device="H100")["components"]["unet"]["cache_key"] != unet["cache_key"]
+    to_onnx("toy", str(tmp_path / "onnx16"), components=["unet"], fp16=True)
+    with pytest.raises(ValueError, match="from an fp32 ONNX export"):
+        trt_export.plan_engines(str(tmp_path / "onnx16"))
+    with pytest.raises(ValueError, match="not an ONNX export"):
+        trt_export.plan_engines(str(tmp_path))
+
+
+def test_tensorrt_backend_refuses_clearly_without_a_gpu_or_engines(tmp_path):
+    with pytest.raises(ValueError, match="device=.cpu.: the tensorrt backend runs on a CUDA GPU"):
+        sdrt.load(str(tmp_path), backend="tensorrt", device="cpu")
+    with pytest.raises(ValueError, match="the tensorrt backend runs an export folder"):
+        sdrt.load(str(tmp_path / "missing"), backend="tensorrt")

@@ -1,0 +1,144 @@
+"""The TensorRT backend: engines built from an ONNX export (sdrt.export.tensorrt_export), run on
+static CUDA buffers, replayed as CUDA graphs per input shape.
+
+NOT exercised in this project: TensorRT cannot be installed on its machines (no GPU in CI; the
+wheel is too large for the lent GPU machine). Written against the documented TensorRT 10 Python
+API (IExecutionContext.set_input_shape / set_tensor_address / execute_async_v3) and torch's CUDA
+graphs; everything it shares with the other backends (contract, I/O names from the export specs,
+profile checks) is tested through them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import torch
+
+MANIFEST = "sdrt_tensorrt.json"
+
+
+def _tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise RuntimeError("the tensorrt backend needs TensorRT (pip install 'sdrt[tensorrt]' with an NVIDIA GPU)") \
+            from None
+    return trt
+
+
+class _Engine:
+    """One engine with its context; inputs copied into static buffers, and one CUDA graph per
+    distinct set of input shapes (TensorRT may not be captured while its shapes change)."""
+
+    def __init__(self, path: str, profile: dict, device: torch.device, use_cuda_graphs: bool):
+        trt = _tensorrt()
+        with open(path, "rb") as f:
+            self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(f.read())
+        if self.engine is None:
+            raise RuntimeError(f"{path}: TensorRT could not load this engine (built by another TensorRT or GPU?)")
+        self.context = self.engine.create_execution_context()
+        self.name, self.profile, self.device = os.path.basename(os.path.dirname(path)), profile, device
+        self.use_cuda_graphs = use_cuda_graphs
+        self.stream = torch.cuda.Stream(device=device)
+        self.graphs: dict[tuple, tuple] = {}  # shapes -> (graph, inputs, outputs)
+
+    def __call__(self, inputs: dict[str, torch.Tensor], output_names: list[str]) -> list[torch.Tensor]:
+        from sdrt.export.tensorrt_export import check_in_profile
+
+        shapes = {k: tuple(v.shape) for k, v in inputs.items()}
+        check_in_profile(self.profile, shapes, engine=self.name)
+        key = tuple(sorted(shapes.items()))
+        if key not in self.graphs:
+            self.graphs[key] = self._prepare(shapes, output_names)
+        graph, static_in, static_out = self.graphs[key]
+        for name, value in inputs.items():
+            static_in[name].copy_(value.to(static_in[name].dtype), non_blocking=True)
+        with torch.cuda.stream(self.stream):
+            if graph is not None:
+                graph.replay()
+            else:
+                self.context.execute_async_v3(self.stream.cuda_stream)
+        self.stream.synchronize()
+        return [static_out[n] for n in output_names]
+
+    def _prepare(self, shapes: dict, output_names: list[str]):
+        trt = _tensorrt()
+        static_in, static_out = {}, {}
+        for name, shape in shapes.items():
+            self.context.set_input_shape(name, shape)
+            dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(name))
+            static_in[name] = torch.empty(shape, dtype=dtype, device=self.device)
+            self.context.set_tensor_address(name, static_in[name].data_ptr())
+        for name in output_names:
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(name))
+            static_out[name] = torch.empty(shape, dtype=dtype, device=self.device)
+            self.context.set_tensor_address(name, static_out[name].data_ptr())
+        graph = None
+        if self.use_cuda_graphs:
+            with torch.cuda.stream(self.stream):
+                self.context.execute_async_v3(self.stream.cuda_stream)  # warm-up outside the capture
+            self.stream.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self.stream):
+                self.context.execute_async_v3(self.stream.cuda_stream)
+        return graph, static_in, static_out
+
+
+def _torch_dtype(trt, dtype):
+    return {trt.float32: torch.float32, trt.float16: torch.float16, trt.int64: torch.int64,
+            trt.int32: torch.int32, trt.bfloat16: torch.bfloat16}[dtype]
+
+
+class TensorRTBackend:
+    name = "tensorrt"
+    unet = text_encoder = vae = None  # run-time LoRA: refit the engines instead (tensorrt_export.refit_engine)
+
+    def __init__(self, folder: str, *, device: str = "cuda", use_cuda_graphs: bool = True):
+        import numpy as np
+
+        if not str(device).startswith("cuda") or not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}: the tensorrt backend runs on a CUDA GPU")
+        path = os.path.join(folder, MANIFEST)
+        if not os.path.isfile(path):
+            raise ValueError(f"{folder}: no {MANIFEST}; build engines with sdrt.export.tensorrt_export.to_tensorrt")
+        with open(path, encoding="utf-8") as f:
+            self.manifest = json.load(f)
+        self.device = torch.device(device)
+        self.engines = {name: _Engine(os.path.join(folder, c["engine"]), _profile(c["profile"]), self.device,
+                                      use_cuda_graphs) for name, c in self.manifest["components"].items()}
+        table = np.load(os.path.join(folder, "text_encoder", "token_embedding.npy"))
+        self.token_embedding = torch.from_numpy(table).to(self.device)
+
+    def _run(self, component: str, like: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        engine: Optional[_Engine] = self.engines.get(component)
+        if engine is None:
+            raise ValueError(f"this engine folder has no {component} (built: {', '.join(self.engines)})")
+        outputs = self.manifest["components"][component]["outputs"]
+        feed = {k: v.to(self.device) for k, v in inputs.items()}
+        return engine(feed, outputs)[0].to(like.device, torch.float32, copy=True)
+
+    def unet_forward(self, x, timestep, context):
+        t = timestep.reshape(-1).float().expand(x.shape[0]) if timestep.numel() == 1 else timestep.float()
+        return self._run("unet", x, sample=x, timestep=t, encoder_hidden_states=context)
+
+    def encode_text(self, ids, clip_skip: int = 1, embeddings=None):
+        layers = int(self.manifest["text_layers"])
+        if not 1 <= clip_skip <= layers:
+            raise ValueError(f"clip_skip={clip_skip}; this text encoder has {layers} layers")
+        embeds = self.token_embedding[ids.to(self.device)].float()
+        for row, slots in enumerate(embeddings or []):
+            for slot in slots:
+                embeds[row, slot.offset:slot.offset + slot.vectors.shape[0]] = slot.vectors.to(embeds)
+        return self._run("text_encoder", ids, inputs_embeds=embeds)[layers - clip_skip]
+
+    def vae_decode(self, latents):
+        return self._run("vae_decoder", latents, latent=latents)
+
+    def vae_encode(self, pixels):
+        return self._run("vae_encoder", pixels, image=pixels)
+
+
+def _profile(stored: dict) -> dict:
+    return {name: tuple(tuple(shape) for shape in triple) for name, triple in stored.items()}
