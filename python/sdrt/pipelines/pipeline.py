@@ -106,10 +106,10 @@ class Pipeline:
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         vae_latents = kernels.unscale_latents(latents.contiguous(), self.info.scaling_factor)
-        pixels = self._per_image(self.backend.vae_decode, vae_latents).contiguous().cpu()
+        pixels = self._vae_call(self.backend.vae_decode, vae_latents).contiguous().cpu()
         return [Image.fromarray(a) for a in kernels.to_rgb_uint8(pixels).numpy()]
 
-    def _per_image(self, fn, batch: torch.Tensor) -> torch.Tensor:
+    def _vae_call(self, fn, batch: torch.Tensor) -> torch.Tensor:
         """fn over the batch, one image per call when batch_invariant."""
         if not self.batch_invariant or batch.shape[0] == 1:
             return fn(batch)
@@ -121,7 +121,7 @@ class Pipeline:
         return self._encode_pixels(_to_pixels(images))
 
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        latents = self._per_image(self.backend.vae_encode, pixels.contiguous())
+        latents = self._vae_call(self.backend.vae_encode, pixels.contiguous())
         return kernels.scale_latents(latents.contiguous().cpu(), self.info.scaling_factor)
 
     def image_conditioning(self, batch_size: int, width: int, height: int,
