@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "attention_ops.h"
 #include "step_ops.h"
 
 #ifndef SDRT_VERSION
@@ -52,6 +53,9 @@ PYBIND11_MODULE(_C, m) {
         "round"_a = false, "stream"_a = 0,
         "(N, C, H, W) values in [-1, 1] (optionally mixed to RGB by a (C, 3) matrix plus bias) -> "
         "(N, H, W, 3) uint8; truncates like A1111 unless round=True.");
+  m.def("attention", &sdrt::attention, "out"_a, "q"_a, "k"_a, "v"_a, "scale"_a = py::none(),
+        "out = softmax(q k^T * scale) v for (batch*heads, length, head_dim) float32 CPU tensors, fused "
+        "(online softmax over key blocks); scale defaults to 1/sqrt(head_dim).");
   m.def("ancestral_step_sigmas", &sdrt::ancestral_step_sigmas, "sigma"_a, "sigma_next"_a, "eta"_a = 1.0,
         "(sigma_down, sigma_up) of k-diffusion's get_ancestral_step.");
 }

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from .. import _C
 
 __all__ = [
+    "attention",
     "ancestral_step_sigmas",
     "cfg_combine",
     "dpmpp_2m_step",
@@ -153,3 +154,22 @@ def to_rgb_uint8(x: Any, *, matrix: Sequence[Sequence[float]] | None = None, bia
     b = None if bias is None else [float(v) for v in bias]
     _C.to_rgb_uint8(_boundary(out), _boundary(x), m, b, bool(round), _stream(out))
     return out
+
+
+def attention(q: Any, k: Any, v: Any, scale: float | None = None) -> Any:
+    """softmax(q k^T * scale) v, fused on the CPU (fp32; online softmax over key blocks, Dao et al.
+    2022). q: (..., q_len, head_dim), k and v: (..., k_len, head_dim) with the same leading dims
+    (batch, heads); scale defaults to 1/sqrt(head_dim). Inputs are made contiguous (copies when
+    they are views)."""
+    shape = tuple(q.shape)
+    if len(shape) < 2 or tuple(k.shape[:-2]) != shape[:-2] or tuple(v.shape) != tuple(k.shape):
+        raise ValueError(f"attention: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}: expected "
+                         "(..., q_len, d), (..., k_len, d), (..., k_len, d) with the same leading dims")
+
+    def flat(t):
+        t = t.reshape(-1, *t.shape[-2:])
+        return t.contiguous() if _is_torch(t) else __import__("numpy").ascontiguousarray(t)
+    qf, kf, vf = flat(q), flat(k), flat(v)
+    out = _empty_like(qf)
+    _C.attention(_boundary(out), _boundary(qf), _boundary(kf), _boundary(vf), None if scale is None else float(scale))
+    return out.reshape(shape)
