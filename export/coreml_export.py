@@ -21,45 +21,12 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from sdrt.backends.attention import SplitEinsumAttnProcessor, attention_processors
+
 from .specs import COMPONENTS, TOKENS
 
 MANIFEST = "sdrt_coreml.json"
 ATTENTION = ("original", "split_einsum")
-
-
-class SplitEinsumAttnProcessor:
-    """diffusers Attention processor computing softmax(q k^T / sqrt(d)) v one head at a time with
-    einsum (Vaswani et al. 2017 attention; per-head split as in Apple's ml-stable-diffusion
-    SPLIT_EINSUM). Same result as the default processor up to float rounding."""
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
-                 *args, **kwargs):
-        if attention_mask is not None:
-            raise ValueError("split_einsum attention: attention masks are not supported (SD UNets use none)")
-        residual = hidden_states
-        image_layout = hidden_states.ndim == 4
-        if image_layout:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if encoder_hidden_states is not None and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
-        head_dim = q.shape[-1] // attn.heads
-        scale = head_dim ** -0.5
-        heads = []
-        for i in range(attn.heads):
-            part = slice(i * head_dim, (i + 1) * head_dim)
-            weights = torch.einsum("bqd,bkd->bqk", q[..., part] * scale, k[..., part]).softmax(dim=-1)
-            heads.append(torch.einsum("bqk,bkd->bqd", weights, v[..., part]))
-        hidden_states = attn.to_out[1](attn.to_out[0](torch.cat(heads, dim=-1)))
-        if image_layout:
-            hidden_states = hidden_states.transpose(1, 2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
 
 
 def sample_inputs(pipe, component: str, *, size: Optional[int] = None) -> tuple[torch.Tensor, ...]:
@@ -90,11 +57,8 @@ def convert_component(pipe, component: str, path: str, *, size: Optional[int] = 
         raise ValueError(f"attention={attention!r}; valid: {', '.join(ATTENTION)}")
     spec = COMPONENTS[component]
     module = spec.wrap(pipe).eval().float()
-    restore = None
-    if attention == "split_einsum" and component == "unet":
-        restore = pipe.unet.attn_processors
-        pipe.unet.set_attn_processor(SplitEinsumAttnProcessor())
-    try:
+    processor = SplitEinsumAttnProcessor() if attention == "split_einsum" else None
+    with attention_processors(getattr(pipe, "unet", None) if component == "unet" else None, processor):
         sample = sample_inputs(pipe, component, size=size)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -103,9 +67,6 @@ def convert_component(pipe, component: str, path: str, *, size: Optional[int] = 
                                compute_precision=ct.precision.FLOAT16, convert_to="mlprogram",
                                inputs=[ct.TensorType(name=t.name, shape=v.shape) for t, v in zip(spec.inputs, sample)],
                                outputs=[ct.TensorType(name=t.name) for t in spec.outputs])
-    finally:
-        if restore is not None:
-            pipe.unet.set_attn_processor(restore)
     if palettize_bits is not None:
         model = _palettize(model, palettize_bits)
     model.short_description = f"sdrt {component} ({attention} attention)"

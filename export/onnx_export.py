@@ -114,9 +114,13 @@ def _export_component(pipe, spec, path: str, fp16: bool) -> None:
 
     import onnx
 
+    from sdrt.backends.attention import attention_processors
+
     module = spec.wrap(pipe).eval().float()
     sample = spec.sample(pipe, torch.float32)
-    with warnings.catch_warnings(), torch.no_grad():
+    unet = getattr(pipe, "unet", None) if spec.name == "unet" else None
+    # torch's own attention is what ONNX knows (a UNet loaded with attention="sdrt" traces SDPA here)
+    with attention_processors(unet, None), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer chatter about Python-side shape checks
         torch.onnx.export(module, sample, path, dynamo=False, opset_version=OPSET,
                           input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],

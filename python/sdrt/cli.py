@@ -53,8 +53,9 @@ def _generate(args: argparse.Namespace, mode: str) -> int:
     if mode == "img2img":
         init = _open_image(args.init_image, "init image")
         mask = _open_image(args.mask, "mask") if args.mask else None
+    extra = {"attention": args.attention} if args.backend == "torch" else {}
     pipe = load(args.model, backend=args.backend, device=args.device, vae=args.vae, models_dir=args.models_dir,
-                embeddings_dir=args.embeddings_dir)
+                embeddings_dir=args.embeddings_dir, **extra)
     if pipe.embeddings is not None and pipe.embeddings.skipped and not args.quiet:
         for path, why in pipe.embeddings.skipped.items():
             print(f"skipped embedding {path}: {why}", file=sys.stderr)
@@ -101,6 +102,8 @@ def _add_generation_arguments(p: argparse.ArgumentParser, default_output: str) -
                    "models/Lora, models/VAE, models/embeddings (default: $SDRT_MODELS_ROOT)")
     p.add_argument("--embeddings-dir", default=None, help="another folder of textual-inversion embeddings")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--attention", default="sdpa", choices=["sdpa", "sdrt"],
+                   help="torch backend: torch's SDPA or sdrt's fused CPU attention kernel")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
                    help="onnxruntime: --model is a folder written by `sdrt export --to onnx`; tensorrt: an engine "
                    "folder (sdrt.export.tensorrt_export.to_tensorrt; needs TensorRT and a GPU)")

@@ -104,7 +104,7 @@ def model_folders(models_dir: str | None = None):
 
 def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dtype: torch.dtype | None = None,
          vae: str | None = None, batch_invariant: bool = True, models_dir: str | None = None,
-         embeddings_dir: str | None = None):
+         embeddings_dir: str | None = None, attention: str = "sdpa"):
     """Load a model (``"toy"``, a diffusers folder, or a single-file .safetensors / .ckpt checkpoint
     of SD1.x / SD2.x incl. inpainting) and return a :class:`sdrt.pipelines.Pipeline`.
 
@@ -112,6 +112,8 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
     embeddings); `model`, `vae` and LoRA names are then looked up there (only there: no path
     traversal), and the embeddings folder's textual inversions are usable in prompts by file name.
     embeddings_dir: another folder of embeddings.
+    attention (torch backend): "sdpa" (torch's scaled_dot_product_attention, the default) or "sdrt"
+    (sdrt's fused CPU kernel as the custom op sdrt::attention; on CUDA it falls back to SDPA).
 
     batch_invariant (default True): each image of a batch runs through the UNet and VAE on its own,
     so a batch with seeds s..s+3 is bit-identical to four single runs; False batches them into one
@@ -162,6 +164,9 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
         raise ValueError(f"model {model!r}: the UNet takes {info.unet_in_channels} input channels for "
                          f"{info.latent_channels}-channel latents{kind}; supported: latents alone or inpainting "
                          f"(latents + 5)")
+    from .backends.attention import set_attention
+
+    set_attention(unet, attention)
     backend_impl = TorchBackend(unet, text_encoder, vae_model, device=device, dtype=dtype)
     pipe = Pipeline(backend_impl, get_tokenizer(), model_sigmas, info, batch_invariant=batch_invariant)
     pipe.model_folders = folders
