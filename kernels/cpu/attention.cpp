@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -115,6 +116,130 @@ static void attend_rows(const float* q, const float* kt, const float* v, float* 
   }
 }
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define SDRT_HAVE_AVX512_PATH 1
+}  // namespace sdrt::cpu
+#include <immintrin.h>
+namespace sdrt::cpu {
+
+// SDRT_ATTENTION_AVX512=0 forces the compiler-vectorised path (the tests run both).
+static bool avx512_enabled() {
+  const char* env = std::getenv("SDRT_ATTENTION_AVX512");
+  if (env != nullptr && env[0] == '0') return false;
+  return __builtin_cpu_supports("avx512f");
+}
+
+// AVX-512 micro-kernels, register-tiled like a GEMM: 4 query rows x 64 keys of scores in 16
+// registers (each key vector loaded once for 4 rows), and P V as 4 rows x 64 head-dim columns.
+constexpr int kTileRows = 4;
+
+__attribute__((target("avx512f"))) static inline __mmask16 lanes(int64_t remaining) {
+  return remaining >= 16 ? static_cast<__mmask16>(0xFFFF)
+                         : static_cast<__mmask16>(remaining <= 0 ? 0 : (1u << remaining) - 1u);
+}
+
+__attribute__((target("avx512f")))
+static void scores_tile(const float* const* qrows, const float* kt, int64_t lk_pad, int64_t d, float scale,
+                        float* scores) {
+  __m512 acc[kTileRows][4];
+  for (int r = 0; r < kTileRows; ++r)
+    for (int t = 0; t < 4; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int64_t c = 0; c < d; ++c) {
+    const float* krow = kt + c * lk_pad;
+    const __m512 k0 = _mm512_loadu_ps(krow), k1 = _mm512_loadu_ps(krow + 16), k2 = _mm512_loadu_ps(krow + 32),
+                 k3 = _mm512_loadu_ps(krow + 48);
+    for (int r = 0; r < kTileRows; ++r) {
+      const __m512 qv = _mm512_set1_ps(qrows[r][c] * scale);
+      acc[r][0] = _mm512_fmadd_ps(qv, k0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(qv, k1, acc[r][1]);
+      acc[r][2] = _mm512_fmadd_ps(qv, k2, acc[r][2]);
+      acc[r][3] = _mm512_fmadd_ps(qv, k3, acc[r][3]);
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r)
+    for (int t = 0; t < 4; ++t) _mm512_storeu_ps(scores + r * kKeyBlock + 16 * t, acc[r][t]);
+}
+
+// acc[r][c0 .. c0 + 16 NV) += sum_j probs[r][j] v[j][...]: NV vectors per row kept in registers
+template <int NV>
+__attribute__((target("avx512f")))
+static void pv_chunk(const float* probs, int cols, const float* v, int64_t d, int64_t c0, float* acc_rows) {
+  __mmask16 m[NV];
+  for (int t = 0; t < NV; ++t) m[t] = lanes(d - c0 - 16 * t);
+  __m512 a[kTileRows][NV];
+  for (int r = 0; r < kTileRows; ++r)
+    for (int t = 0; t < NV; ++t) a[r][t] = _mm512_maskz_loadu_ps(m[t], acc_rows + r * d + c0 + 16 * t);
+  for (int j = 0; j < cols; ++j) {
+    const float* vrow = v + j * d + c0;
+    __m512 vv[NV];
+    for (int t = 0; t < NV; ++t) vv[t] = _mm512_maskz_loadu_ps(m[t], vrow + 16 * t);
+    for (int r = 0; r < kTileRows; ++r) {
+      const __m512 pr = _mm512_set1_ps(probs[r * kKeyBlock + j]);
+      for (int t = 0; t < NV; ++t) a[r][t] = _mm512_fmadd_ps(pr, vv[t], a[r][t]);
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r)
+    for (int t = 0; t < NV; ++t) _mm512_mask_storeu_ps(acc_rows + r * d + c0 + 16 * t, m[t], a[r][t]);
+}
+
+__attribute__((target("avx512f")))
+static void pv_tile(const float* probs, int cols, const float* v, int64_t d, float* acc_rows) {
+  for (int64_t c0 = 0; c0 < d; c0 += 64) {
+    switch (std::min<int64_t>(4, (d - c0 + 15) / 16)) {  // only the vectors this head dim needs
+      case 1: pv_chunk<1>(probs, cols, v, d, c0, acc_rows); break;
+      case 2: pv_chunk<2>(probs, cols, v, d, c0, acc_rows); break;
+      case 3: pv_chunk<3>(probs, cols, v, d, c0, acc_rows); break;
+      default: pv_chunk<4>(probs, cols, v, d, c0, acc_rows); break;
+    }
+  }
+}
+
+// attend_rows with the two products on the micro-kernels; rows past the end reuse the last row's
+// data (their results are dropped), so every tile is full.
+__attribute__((target("avx512f")))
+static void attend_rows_avx512(const float* q, const float* kt, const float* v, float* o, int64_t row0, int64_t row1,
+                               int64_t lk, int64_t lk_pad, int64_t d, float scale, float* acc, float* scores) {
+  for (int64_t i0 = row0; i0 < row1; i0 += kTileRows) {
+    const int rows = static_cast<int>(std::min<int64_t>(kTileRows, row1 - i0));
+    const float* qrows[kTileRows];
+    float m[kTileRows], l[kTileRows];
+    for (int r = 0; r < kTileRows; ++r) {
+      qrows[r] = q + (i0 + std::min(r, rows - 1)) * d;
+      m[r] = -std::numeric_limits<float>::infinity();
+      l[r] = 0.0f;
+    }
+    std::fill(acc, acc + kTileRows * d, 0.0f);
+    for (int64_t j0 = 0; j0 < lk; j0 += kKeyBlock) {
+      const int cols = static_cast<int>(std::min<int64_t>(kKeyBlock, lk - j0));
+      scores_tile(qrows, kt + j0, lk_pad, d, scale, scores);
+      for (int r = 0; r < kTileRows; ++r) {
+        float* s = scores + r * kKeyBlock;
+        float block_max = s[0];
+        for (int j = 1; j < cols; ++j) block_max = std::max(block_max, s[j]);
+        const float m_new = std::max(m[r], block_max);
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < cols; ++j) {
+          s[j] = exp_neg(s[j] - m_new);
+          sum += s[j];
+        }
+        const float correction = exp_neg(m[r] - m_new);
+        l[r] = l[r] * correction + sum;
+        m[r] = m_new;
+        float* a = acc + r * d;
+#pragma omp simd
+        for (int64_t c = 0; c < d; ++c) a[c] *= correction;
+      }
+      pv_tile(scores, cols, v + j0 * d, d, acc);
+    }
+    for (int r = 0; r < rows; ++r) {
+      const float inv = 1.0f / l[r];
+      for (int64_t c = 0; c < d; ++c) o[(i0 + r) * d + c] = acc[r * d + c] * inv;
+    }
+  }
+}
+#endif
+
 void attention_f32(const AttentionParams& p) {
   const int64_t bh = p.batch_heads, lq = p.q_len, lk = p.k_len, d = p.head_dim;
   // K transposed once per (batch, head): the score loop then reads keys contiguously
@@ -128,6 +253,9 @@ void attention_f32(const AttentionParams& p) {
       for (int64_t c = 0; c < d; ++c) t[c * lk_pad + j] = k[j * d + c];
   }
   const int64_t blocks = (lq + kQueryBlock - 1) / kQueryBlock;
+#ifdef SDRT_HAVE_AVX512_PATH
+  const bool use_avx512 = avx512_enabled();
+#endif
 #pragma omp parallel
   {
     std::vector<float> acc(static_cast<size_t>(kRowBlock * d));
@@ -136,6 +264,13 @@ void attention_f32(const AttentionParams& p) {
     for (int64_t task = 0; task < bh * blocks; ++task) {
       const int64_t h = task / blocks, b = task % blocks;
       const int64_t row0 = b * kQueryBlock, row1 = std::min(lq, row0 + kQueryBlock);
+#ifdef SDRT_HAVE_AVX512_PATH
+      if (use_avx512) {
+        attend_rows_avx512(p.q + h * lq * d, kt.data() + h * lk_pad * d, p.v + h * lk * d, p.out + h * lq * d, row0,
+                           row1, lk, lk_pad, d, p.scale, acc.data(), scores.data());
+        continue;
+      }
+#endif
       attend_rows(p.q + h * lq * d, kt.data() + h * lk_pad * d, p.v + h * lk * d, p.out + h * lq * d, row0, row1, lk,
                   lk_pad, d, p.scale, acc.data(), scores.data());
     }

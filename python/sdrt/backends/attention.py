@@ -5,8 +5,8 @@ heads, output projection, residual) once; subclasses only say how softmax(q k^T 
 computed for (batch, heads, length, head_dim) tensors:
 - ``SdrtAttnProcessor``: sdrt's fused CPU kernel through the torch custom op ``sdrt::attention``
   (with a fake implementation, so torch.compile and CUDA-graph capture see through it). fp32 CPU
-  runs the kernel; other devices / dtypes run torch's SDPA inside the op (sdrt's CUDA attention is
-  not written yet).
+  runs the kernel, except the shapes where SDPA measured faster; other devices / dtypes run
+  torch's SDPA inside the op (sdrt's CUDA attention is not written yet).
 - ``SplitEinsumAttnProcessor`` (Core ML export): each head on its own with einsum.
 """
 from __future__ import annotations
@@ -21,11 +21,18 @@ ATTENTION_CHOICES = ("sdpa", "sdrt")
 @torch.library.custom_op("sdrt::attention", mutates_args=())
 def sdrt_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """softmax(q k^T * scale) v over the last two dims; sdrt's fused kernel for fp32 CPU tensors."""
-    if q.device.type == "cpu" and q.dtype == torch.float32 and k.dtype == v.dtype == torch.float32:
+    if q.device.type == "cpu" and q.dtype == torch.float32 and k.dtype == v.dtype == torch.float32 and \
+            not _sdpa_wins(q.shape[-2], k.shape[-2]):
         from .. import kernels
 
         return kernels.attention(q, k, v, scale=scale)
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+def _sdpa_wins(q_len: int, k_len: int) -> bool:
+    """Where torch's SDPA measured faster (bench/results/attention-cpu.json): few queries over a key
+    count that leaves most of sdrt's last 64-key block empty (SD 1.5's 64 x 77 cross-attention)."""
+    return q_len <= 64 and k_len % 64 != 0
 
 
 @sdrt_attention.register_fake
