@@ -200,6 +200,23 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmark import Config, benchmark, format_table, write_json
+
+    if args.repeats < 1 or args.warmup < 0:
+        raise ValueError(f"--repeats {args.repeats} / --warmup {args.warmup}: need repeats >= 1, warmup >= 0")
+    config = Config(model=args.model, backend=args.backend, device=args.device, attention=args.attention,
+                    size=args.size, batch=args.batch_size, steps=args.steps, sampler=args.sampler,
+                    cfg_scale=args.cfg_scale)
+    compare = config.overridden(args.compare) if args.compare else None
+    result = benchmark(config, compare=compare, warmup=args.warmup, repeats=args.repeats)
+    print(format_table(result))
+    if args.json:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .loading import model_folders
     from .loaders.model_folders import KINDS
@@ -270,6 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--lora", action="append", help="NAME_OR_PATH[:WEIGHT] merged before export (repeatable)")
     export.add_argument("--models-dir", default=None, help="default: $SDRT_MODELS_ROOT")
     export.set_defaults(func=_cmd_export)
+
+    bench = sub.add_parser("bench", help="time txt2img end to end and per stage (optionally against a second config)")
+    bench.add_argument("--model", default="toy")
+    bench.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--attention", default="sdpa", choices=["sdpa", "sdrt"])
+    bench.add_argument("--size", type=int, default=None, help="pixels (default: the model's native size)")
+    bench.add_argument("--batch-size", type=int, default=1)
+    bench.add_argument("--steps", type=int, default=20)
+    bench.add_argument("--sampler", default="Euler a")
+    bench.add_argument("--cfg-scale", type=float, default=7.0)
+    bench.add_argument("--warmup", type=int, default=1)
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--compare", default=None, metavar="KEY=VALUE,...",
+                       help="a second configuration (e.g. attention=sdrt or backend=onnxruntime,model=DIR), run "
+                       "alternately with the first; prints the ratio")
+    bench.add_argument("--json", default=None, help="write the results here")
+    bench.set_defaults(func=_cmd_bench)
 
     models = sub.add_parser("models", help="list the checkpoints, LoRAs, VAEs and embeddings in the model folders")
     models.add_argument("--models-dir", default=None, help="default: $SDRT_MODELS_ROOT")

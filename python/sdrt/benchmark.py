@@ -1,0 +1,198 @@
+"""`sdrt bench`: end-to-end and per-stage timings of txt2img for a model / backend / size / batch /
+steps, with warm-up and repeats (median and spread), and `--compare` of two configurations run
+alternately in one process (so drift hits both alike) with their ratio.
+
+Stages are timed by wrapping the backend calls the pipeline makes: text encoding, every UNet call,
+VAE decode; the sampler's own overhead is the sampling time minus the UNet calls. A timing is a
+measurement, never a test assertion.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Optional
+
+STAGES = ("total", "text_encode", "unet", "sampler_overhead", "vae_decode")
+
+
+@dataclass
+class Config:
+    model: str = "toy"
+    backend: str = "torch"
+    device: str = "cpu"
+    attention: str = "sdpa"
+    size: Optional[int] = None
+    batch: int = 1
+    steps: int = 20
+    sampler: str = "Euler a"
+    cfg_scale: float = 7.0
+
+    def label(self) -> str:
+        return (f"{self.model} {self.backend}/{self.device}"
+                f"{'/' + self.attention if self.backend == 'torch' else ''} {self.size or 'native'}px "
+                f"b{self.batch} {self.steps} steps {self.sampler}")
+
+    def overridden(self, spec: str) -> "Config":
+        """A copy with `key=value,key=value` applied (the --compare syntax)."""
+        values = dict(self.__dict__)
+        for item in filter(None, (s.strip() for s in spec.split(","))):
+            key, sep, value = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in values:
+                raise ValueError(f"--compare {spec!r}: {item!r} is not key=value with a key of {', '.join(values)}")
+            kind = type(values[key]) if values[key] is not None else (int if key == "size" else str)
+            try:
+                values[key] = kind(value.strip())
+            except ValueError:
+                raise ValueError(f"--compare {spec!r}: {key} must be {kind.__name__}") from None
+        return Config(**values)
+
+
+@dataclass
+class StageTimes:
+    calls: dict = field(default_factory=lambda: {s: 0.0 for s in STAGES})
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.calls[stage] += seconds
+
+
+@contextmanager
+def _timed_backend(pipe, times: StageTimes, sync):
+    """Wrap the backend calls a generation makes (instance attributes; restored afterwards)."""
+    backend, denoiser = pipe.backend, pipe.denoiser
+    originals = (backend.encode_text, backend.vae_decode, denoiser.unet)
+
+    def wrap(fn, stage):
+        def timed(*args, **kwargs):
+            sync()
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            sync()
+            times.add(stage, time.perf_counter() - start)
+            return out
+        return timed
+    backend.encode_text = wrap(originals[0], "text_encode")
+    backend.vae_decode = wrap(originals[1], "vae_decode")
+    denoiser.unet = wrap(originals[2], "unet")
+    try:
+        yield
+    finally:
+        backend.encode_text, backend.vae_decode, denoiser.unet = originals
+
+
+def _sync_for(device: str):
+    if str(device).startswith("cuda"):
+        import torch
+
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def _peak_memory_mb(device: str) -> float:
+    if str(device).startswith("cuda"):
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; the process's peak
+
+
+class Runner:
+    """One configuration: the loaded pipeline and its measured runs."""
+
+    def __init__(self, config: Config):
+        from .loading import load
+
+        self.config = config
+        kwargs = {"attention": config.attention} if config.backend == "torch" else {}
+        self.pipe = load(config.model, backend=config.backend, device=config.device, **kwargs)
+        self.sync = _sync_for(config.device)
+        self.runs: list[dict] = []
+
+    def run(self, record: bool = True) -> dict:
+        c = self.config
+        times = StageTimes()
+        with _timed_backend(self.pipe, times, self.sync):
+            self.sync()
+            start = time.perf_counter()
+            self.pipe.txt2img(["a red circle in the top left"] * c.batch, steps=c.steps, sampler_name=c.sampler,
+                              cfg_scale=c.cfg_scale, width=c.size, height=c.size, seed=1, batch_size=c.batch)
+            self.sync()
+            times.add("total", time.perf_counter() - start)
+        t = times.calls
+        sampling = t["total"] - t["text_encode"] - t["vae_decode"]
+        t["sampler_overhead"] = max(0.0, sampling - t["unet"])
+        result = {**t, "it_per_s": c.steps / sampling if sampling > 0 else float("inf")}
+        if record:
+            self.runs.append(result)
+        return result
+
+    def summary(self) -> dict:
+        out = {"config": self.config.__dict__, "label": self.config.label(), "repeats": len(self.runs),
+               "peak_memory_mb": round(_peak_memory_mb(self.config.device), 1)}
+        for key in (*STAGES, "it_per_s"):
+            values = [r[key] for r in self.runs]
+            qs = statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
+            out[key] = {"median": statistics.median(values), "min": min(values), "max": max(values),
+                        "iqr": qs[2] - qs[0]}
+        out["unet_per_step_s"] = out["unet"]["median"] / self.config.steps
+        return out
+
+
+def benchmark(config: Config, *, compare: Optional[Config] = None, warmup: int = 1, repeats: int = 5) -> dict:
+    runners = [Runner(config)] + ([Runner(compare)] if compare else [])
+    for _ in range(warmup):
+        for r in runners:
+            r.run(record=False)
+    for _ in range(repeats):
+        for r in runners:  # alternating: drift (heat, other load) hits both alike
+            r.run()
+    from . import __version__
+
+    result = {"benchmark": "sdrt bench", "sdrt": __version__, "machine": _machine(), "warmup": warmup,
+              "configs": [r.summary() for r in runners]}
+    if compare:
+        a, b = result["configs"]
+        result["ratio_b_over_a"] = {k: (b[k]["median"] / a[k]["median"] if a[k]["median"] else None)
+                                    for k in (*STAGES, "it_per_s")}
+    return result
+
+
+def _machine() -> dict:
+    import os
+    import platform
+
+    import torch
+
+    info = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def format_table(result: dict) -> str:
+    rows = [f"{'stage':<18}" + "".join(f"{c['label'][:40]:>42}" for c in result["configs"])
+            + ("   ratio b/a" if "ratio_b_over_a" in result else "")]
+    for key in (*STAGES, "it_per_s"):
+        unit = "it/s" if key == "it_per_s" else "ms"
+        cells = []
+        for c in result["configs"]:
+            s = c[key]
+            scale = 1.0 if key == "it_per_s" else 1e3
+            cells.append(f"{s['median'] * scale:>30.2f} {unit:<4}(±{s['iqr'] * scale / 2:.2f})")
+        ratio = result.get("ratio_b_over_a", {}).get(key)
+        rows.append(f"{key:<18}" + "".join(f"{cell:>42}" for cell in cells)
+                    + (f"{ratio:>12.3f}" if ratio is not None else ""))
+    rows.append(f"{'peak memory':<18}" + "".join(f"{c['peak_memory_mb']:>36.1f} MiB  " for c in result["configs"]))
+    return "\n".join(rows)
+
+
+def write_json(result: dict, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")

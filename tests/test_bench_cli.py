@@ -1,0 +1,34 @@
+"""`sdrt bench`: stage timings, JSON and --compare (structure and consistency; never a speed)."""
+import json
+
+import pytest
+
+from sdrt.benchmark import Config
+from sdrt.cli import main
+
+
+def test_bench_compare_writes_json_and_ratios(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["bench", "--steps", "3", "--repeats", "2", "--warmup", "0", "--compare", "attention=sdrt,batch=2",
+                 "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "unet" in table and "ratio b/a" in table
+    result = json.loads(out.read_text())
+    a, b = result["configs"]
+    assert a["config"]["attention"] == "sdpa" and b["config"]["attention"] == "sdrt" and b["config"]["batch"] == 2
+    for c in (a, b):
+        assert c["repeats"] == 2
+        assert 0 < c["unet"]["median"] <= c["total"]["max"]
+        assert c["text_encode"]["median"] > 0 and c["vae_decode"]["median"] > 0 and c["it_per_s"]["median"] > 0
+    assert set(result["ratio_b_over_a"]) >= {"total", "unet", "it_per_s"}
+
+
+def test_compare_syntax_errors_name_the_key():
+    base = Config()
+    assert base.overridden("steps=4, sampler=DDIM").steps == 4
+    assert base.overridden("size=128").size == 128
+    with pytest.raises(ValueError, match="'colour=red' is not key=value with a key of"):
+        base.overridden("colour=red")
+    with pytest.raises(ValueError, match="steps must be int"):
+        base.overridden("steps=many")
+    assert main(["bench", "--repeats", "0"]) == 2
