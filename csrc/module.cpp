@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "attention_ops.h"
+#include "sampler_loop.h"
 #include "step_ops.h"
 
 #ifndef SDRT_VERSION
@@ -56,6 +57,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("attention", &sdrt::attention, "out"_a, "q"_a, "k"_a, "v"_a, "scale"_a = py::none(),
         "out = softmax(q k^T * scale) v for (batch*heads, length, head_dim) float32 CPU tensors, fused "
         "(online softmax over key blocks); scale defaults to 1/sqrt(head_dim).");
+  m.def("sample_loop", &sdrt::sample_loop, "method"_a, "x"_a, "sigmas"_a, "model"_a, "noise"_a = py::none(),
+        "callback"_a = py::none(), "eta"_a = 1.0, "s_noise"_a = 1.0,
+        "The sampler loop in C++ for euler, euler_ancestral, dpmpp_2m, heun, dpm_2: model(x, sigma) -> "
+        "denoised (a Python callable), the fused step kernels in place on a clone of x; returns it.");
   m.def("ancestral_step_sigmas", &sdrt::ancestral_step_sigmas, "sigma"_a, "sigma_next"_a, "eta"_a = 1.0,
         "(sigma_down, sigma_up) of k-diffusion's get_ancestral_step.");
 }
