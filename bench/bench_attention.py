@@ -22,6 +22,7 @@ SD15 = [(4096, 40), (1024, 80), (256, 160), (64, 160)]  # (tokens, head_dim) per
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (fp16)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                  "attention-cpu.json"))
     args = p.parse_args()
@@ -31,17 +32,19 @@ def main() -> int:
         for tokens, d in SD15:
             keys = tokens if kind == "self" else 77
             g = torch.Generator().manual_seed(0)
-            q = torch.randn(2, 8, tokens, d, generator=g)
-            k, v = torch.randn(2, 8, keys, d, generator=g), torch.randn(2, 8, keys, d, generator=g)
+            dtype = torch.float16 if args.device == "cuda" else torch.float32
+            q, k, v = (torch.randn(2, 8, n, d, generator=g).to(args.device, dtype) for n in (tokens, keys, keys))
+            sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
             t_sdrt, t_sdpa = time_pair(lambda: kernels.attention(q, k, v),
                                        lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v),
-                                       warmup=1, repeats=args.repeats if tokens * keys < 4e6 else 3)
+                                       warmup=1, repeats=args.repeats if tokens * keys < 4e6 else 3, sync=sync)
             ratio = t_sdpa.median_s / t_sdrt.median_s
             rows.append({"kind": kind, "shape": [2, 8, tokens, keys, d], "sdpa": t_sdpa, "sdrt": t_sdrt,
                          "ratio_sdpa_over_sdrt": round(ratio, 3)})
             print(f"{kind:<7}{f'{tokens}x{keys}x{d}':<18}{t_sdpa.median_s * 1e3:>10.2f}{t_sdrt.median_s * 1e3:>10.2f}"
                   f"{ratio:>8.2f}")
-    write_results(args.out, {"benchmark": "attention_cpu", "baseline": "torch scaled_dot_product_attention (CPU)",
+    write_results(args.out, {"benchmark": f"attention_{args.device}",
+                             "baseline": f"torch scaled_dot_product_attention ({args.device})",
                              "machine": machine_description(), "results": rows})
     print(f"wrote {args.out}")
     return 0

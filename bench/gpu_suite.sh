@@ -51,6 +51,8 @@ if want bench; then
 step "benchmarks"
 "$PY" bench/bench_step_kernels.py --device cuda --out "$OUT/step_kernels-cuda.json" 2>&1 | tee "$OUT/step_kernels-cuda.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+"$PY" bench/bench_attention.py --device cuda --out "$OUT/attention-cuda.json" 2>&1 | tee "$OUT/attention-cuda.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 fi
 

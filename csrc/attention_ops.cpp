@@ -5,6 +5,9 @@
 
 #include "../kernels/cpu/attention.h"
 #include "tensor_arg.h"
+#if SDRT_WITH_CUDA
+#include "../kernels/cuda/attention.h"
+#endif
 
 namespace sdrt {
 
@@ -12,21 +15,27 @@ namespace {
 
 constexpr int64_t kMaxHeadDim = 512;
 
-void check_3d(const TensorArg& t) {
+void check_3d(const TensorArg& t, const TensorArg& q) {
   if (t.shape.size() != 3)
     raise_value_error(t.where() + " has shape " + t.shape_str() + "; expected (batch*heads, length, head_dim)");
-  if (t.dtype != DType::kFloat32)
+  if (t.on_cuda != q.on_cuda || t.device_id != q.device_id)
+    raise_value_error(t.where() + " is on another device than 'q'");
+  if (t.dtype != q.dtype) raise_type_error(t.where() + " has dtype " + dtype_name(t.dtype) + "; 'q' has " +
+                                           dtype_name(q.dtype));
+  if (!t.on_cuda && t.dtype != DType::kFloat32)
     raise_type_error(t.where() + ": only float32 is supported on the CPU (cast, or use torch SDPA)");
-  if (t.on_cuda) raise_value_error(t.where() + " is on a CUDA device; the sdrt attention kernel runs on the CPU");
+  if (t.on_cuda && t.dtype != DType::kFloat16 && t.dtype != DType::kBFloat16)
+    raise_type_error(t.where() + ": the CUDA kernels take float16 or bfloat16");
 }
 
 }  // namespace
 
-void attention(py::handle out_obj, py::handle q_obj, py::handle k_obj, py::handle v_obj, std::optional<double> scale) {
+void attention(py::handle out_obj, py::handle q_obj, py::handle k_obj, py::handle v_obj, std::optional<double> scale,
+               uintptr_t stream) {
   const std::string fn = "attention";
   const TensorArg q = tensor_arg(q_obj, fn, "q"), k = tensor_arg(k_obj, fn, "k"), v = tensor_arg(v_obj, fn, "v");
   const TensorArg out = tensor_arg(out_obj, fn, "out", /*writable=*/true);
-  for (const TensorArg* t : {&q, &k, &v, &out}) check_3d(*t);
+  for (const TensorArg* t : {&q, &k, &v, &out}) check_3d(*t, q);
   const int64_t bh = q.shape[0], lq = q.shape[1], d = q.shape[2], lk = k.shape[1];
   if (k.shape[0] != bh || k.shape[2] != d)
     raise_value_error(k.where() + " has shape " + k.shape_str() + "; expected (" + std::to_string(bh) + ", k_len, " +
@@ -41,6 +50,19 @@ void attention(py::handle out_obj, py::handle q_obj, py::handle k_obj, py::handl
   }
   const double s = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(d));
   if (!std::isfinite(s)) raise_value_error(fn + ": 'scale' must be finite");
+  if (q.on_cuda) {
+#if SDRT_WITH_CUDA
+    if (d != 40 && d != 64 && d != 80 && d != 160)
+      raise_value_error(q.where() + ": head_dim " + std::to_string(d) + " has no CUDA kernel (40, 64, 80, 160)");
+    if (bh > 65535) raise_value_error(q.where() + ": batch*heads " + std::to_string(bh) + " > 65535");
+    const AttentionArgs args{q.data, k.data, v.data, out.data, bh, lq, lk, d, static_cast<float>(s)};
+    cuda::attention(q.dtype, args, q.device_id, stream);
+    return;
+#else
+    (void)stream;
+    raise_value_error(q.where() + " is a CUDA tensor but sdrt._C was built without CUDA (see `sdrt info`)");
+#endif
+  }
   cpu::AttentionParams p{static_cast<const float*>(q.data), static_cast<const float*>(k.data),
                          static_cast<const float*>(v.data), static_cast<float*>(out.data), bh, lq, lk, d,
                          static_cast<float>(s)};

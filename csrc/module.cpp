@@ -54,9 +54,10 @@ PYBIND11_MODULE(_C, m) {
         "round"_a = false, "stream"_a = 0,
         "(N, C, H, W) values in [-1, 1] (optionally mixed to RGB by a (C, 3) matrix plus bias) -> "
         "(N, H, W, 3) uint8; truncates like A1111 unless round=True.");
-  m.def("attention", &sdrt::attention, "out"_a, "q"_a, "k"_a, "v"_a, "scale"_a = py::none(),
-        "out = softmax(q k^T * scale) v for (batch*heads, length, head_dim) float32 CPU tensors, fused "
-        "(online softmax over key blocks); scale defaults to 1/sqrt(head_dim).");
+  m.def("attention", &sdrt::attention, "out"_a, "q"_a, "k"_a, "v"_a, "scale"_a = py::none(), "stream"_a = 0,
+        "out = softmax(q k^T * scale) v for (batch*heads, length, head_dim) tensors, fused (online softmax "
+        "over key blocks): float32 on the CPU, float16/bfloat16 on CUDA (head dims 40, 64, 80, 160); "
+        "scale defaults to 1/sqrt(head_dim).");
   m.def("sample_loop", &sdrt::sample_loop, "method"_a, "x"_a, "sigmas"_a, "model"_a, "noise"_a = py::none(),
         "callback"_a = py::none(), "eta"_a = 1.0, "s_noise"_a = 1.0,
         "The sampler loop in C++ for euler, euler_ancestral, dpmpp_2m, heun, dpm_2: model(x, sigma) -> "

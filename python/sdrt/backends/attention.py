@@ -6,7 +6,8 @@ computed for (batch, heads, length, head_dim) tensors:
 - ``SdrtAttnProcessor``: sdrt's fused CPU kernel through the torch custom op ``sdrt::attention``
   (with a fake implementation, so torch.compile and CUDA-graph capture see through it). fp32 CPU
   runs the kernel, except the shapes where SDPA measured faster; other devices / dtypes run
-  torch's SDPA inside the op (sdrt's CUDA attention is not written yet).
+  torch's SDPA inside the op (sdrt's CUDA kernels are compiled but have not run on a GPU yet, so
+  the op does not use them until a GPU session has tested and measured them).
 - ``SplitEinsumAttnProcessor`` (Core ML export): each head on its own with einsum.
 """
 from __future__ import annotations
