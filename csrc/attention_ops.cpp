@@ -1,6 +1,7 @@
 #include "attention_ops.h"
 
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "../kernels/cpu/attention.h"
@@ -42,14 +43,16 @@ void attention(py::handle out_obj, py::handle q_obj, py::handle k_obj, py::handl
                       std::to_string(d) + ") to match q " + q.shape_str());
   if (v.shape != k.shape) raise_value_error(v.where() + " has shape " + v.shape_str() + "; expected k's " + k.shape_str());
   if (out.shape != q.shape) raise_value_error(out.where() + " has shape " + out.shape_str() + "; expected q's " + q.shape_str());
-  if (lq < 1 || lk < 1 || d < 1) raise_value_error(fn + ": empty q, k or v (" + q.shape_str() + ", " + k.shape_str() + ")");
+  if ((lq < 1 || lk < 1 || d < 1) && bh > 0) raise_value_error(fn + ": empty q, k or v (" + q.shape_str() + ", " + k.shape_str() + ")");
   if (d > kMaxHeadDim) raise_value_error(q.where() + ": head_dim " + std::to_string(d) + " > " + std::to_string(kMaxHeadDim));
+  if (bh == 0) return;  // an empty batch: nothing to attend (and empty buffers may share an address)
   for (const TensorArg* t : {&q, &k, &v}) {
     if (t->data == out.data) raise_value_error(out.where() + " must not be one of the inputs (" + t->name + ")");
     check_no_partial_overlap(out, *t);
   }
   const double s = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(d));
-  if (!std::isfinite(s)) raise_value_error(fn + ": 'scale' must be finite");
+  if (!std::isfinite(s) || std::fabs(s) > static_cast<double>(std::numeric_limits<float>::max()))
+    raise_value_error(fn + ": 'scale' must be a finite float32 value");
   if (q.on_cuda) {
 #if SDRT_WITH_CUDA
     if (d != 40 && d != 64 && d != 80 && d != 160)

@@ -59,7 +59,7 @@ PYBIND11_MODULE(_C, m) {
         "over key blocks): float32 on the CPU, float16/bfloat16 on CUDA (head dims 40, 64, 80, 160); "
         "scale defaults to 1/sqrt(head_dim).");
   m.def("sample_loop", &sdrt::sample_loop, "method"_a, "x"_a, "sigmas"_a, "model"_a, "noise"_a = py::none(),
-        "callback"_a = py::none(), "eta"_a = 1.0, "s_noise"_a = 1.0,
+        "callback"_a = py::none(), "eta"_a = 1.0, "s_noise"_a = 1.0, "stream"_a = 0,
         "The sampler loop in C++ for euler, euler_ancestral, dpmpp_2m, heun, dpm_2: model(x, sigma) -> "
         "denoised (a Python callable), the fused step kernels in place on a clone of x; returns it.");
   m.def("ancestral_step_sigmas", &sdrt::ancestral_step_sigmas, "sigma"_a, "sigma_next"_a, "eta"_a = 1.0,

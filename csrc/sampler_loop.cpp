@@ -21,7 +21,8 @@ py::object denoise(py::function& model, const py::object& x, double sigma) {
 // Mirrors sdrt.sampling.samplers (the reference): the same kernels in the same order, so the
 // results agree to the last bit; the Python loop's per-step work moves here.
 py::object sample_loop(const std::string& method, py::object x_in, const std::vector<double>& sigmas,
-                       py::function model, py::object noise, py::object callback, double eta, double s_noise) {
+                       py::function model, py::object noise, py::object callback, double eta, double s_noise,
+                       uintptr_t stream) {
   const std::string fn = "sample_loop";
   if (method != "euler" && method != "euler_ancestral" && method != "dpmpp_2m" && method != "heun" &&
       method != "dpm_2")
@@ -40,35 +41,35 @@ py::object sample_loop(const std::string& method, py::object x_in, const std::ve
     py::object den = denoise(model, x, s);
     if (!callback.is_none()) callback(i, steps, x, s, den);
     if (method == "euler" || ((method == "heun" || method == "dpm_2") && sn == 0.0)) {
-      euler_step(x, x, den, s, sn, 0);
+      euler_step(x, x, den, s, sn, stream);
     } else if (method == "euler_ancestral") {
       if (sn > 0.0) {
-        euler_ancestral_step(x, x, den, noise().attr("contiguous")(), s, sn, eta, s_noise, 0);
+        euler_ancestral_step(x, x, den, noise().attr("contiguous")(), s, sn, eta, s_noise, stream);
       } else {
         x.attr("copy_")(den);
       }
     } else if (method == "dpmpp_2m") {
       std::optional<double> prev;
       if (!old.is_none()) prev = sigmas[i - 1];
-      dpmpp_2m_step(x, x, den, old, s, sn, prev, 0);
+      dpmpp_2m_step(x, x, den, old, s, sn, prev, stream);
       old = den;
     } else if (method == "heun") {  // Euler, then the slope at its end (Karras et al. 2022, Alg. 2)
       py::object x2 = x.attr("clone")();
-      euler_step(x2, x, den, s, sn, 0);
+      euler_step(x2, x, den, s, sn, stream);
       py::object den2 = denoise(model, x2, sn);
       const double dt = sn - s;
       py::list inputs;
       for (const auto& t : {x, den, x2, den2}) inputs.append(t);
-      linear_combination(x, inputs, {1 + dt / (2 * s), -dt / (2 * s), dt / (2 * sn), -dt / (2 * sn)}, 0.0, 0);
+      linear_combination(x, inputs, {1 + dt / (2 * s), -dt / (2 * s), dt / (2 * sn), -dt / (2 * sn)}, 0.0, stream);
     } else {  // dpm_2: the slope at the log-midpoint sigma (k-diffusion sample_dpm_2)
       const double mid = std::exp(0.5 * (std::log(s) + std::log(sn)));
       py::object x2 = x.attr("clone")();
-      euler_step(x2, x, den, s, mid, 0);
+      euler_step(x2, x, den, s, mid, stream);
       py::object den2 = denoise(model, x2, mid);
       const double dt = sn - s;
       py::list inputs;
       for (const auto& t : {x, x2, den2}) inputs.append(t);
-      linear_combination(x, inputs, {1.0, dt / mid, -dt / mid}, 0.0, 0);
+      linear_combination(x, inputs, {1.0, dt / mid, -dt / mid}, 0.0, stream);
     }
   }
   return x;

@@ -27,7 +27,8 @@ constexpr int kQueryBlock = 64; // query rows per parallel task
 // exp(x) for the softmax (arguments <= 0): Cody-Waite range reduction and Cephes' degree-6
 // polynomial (relative error ~1e-7), written without calls so that it vectorises.
 inline float exp_neg(float x) {
-  x = std::max(x, -87.0f);
+  x = x > -87.0f ? x : -87.0f;  // also maps NaN somewhere defined: the int conversion below must not see it
+  x = x < 0.0f ? x : 0.0f;
   const float n = std::floor(x * 1.44269504088896341f + 0.5f);
   float r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;

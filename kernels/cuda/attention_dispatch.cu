@@ -28,8 +28,19 @@ static void by_head_dim(const AttentionArgs& a, cudaStream_t s) {
   }
 }
 
+// Switches to `device` for the launch and back afterwards, so the caller's (torch's) current
+// device is what it was.
+struct DeviceGuard {
+  int previous = 0;
+  explicit DeviceGuard(int device) {
+    cudaGetDevice(&previous);
+    if (cudaSetDevice(device) != cudaSuccess) throw std::runtime_error("attention: cudaSetDevice failed");
+  }
+  ~DeviceGuard() { cudaSetDevice(previous); }
+};
+
 void attention(DType dtype, const AttentionArgs& a, int device, uintptr_t stream) {
-  if (cudaSetDevice(device) != cudaSuccess) throw std::runtime_error("attention: cudaSetDevice failed");
+  const DeviceGuard guard(device);
   auto s = reinterpret_cast<cudaStream_t>(stream);
   switch (dtype) {
     case DType::kFloat16: by_head_dim<__half>(a, s); break;

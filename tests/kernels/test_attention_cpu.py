@@ -71,3 +71,11 @@ def test_the_compiler_vectorised_path_too(rng):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "SDRT_ATTENTION_AVX512": "0"})
     assert float(out.stdout.strip()) <= 1e-5
+
+
+def test_empty_batch_and_out_of_range_scale():
+    q = torch.randn(0, 8, 16)
+    assert kernels.attention(q, q, q).shape == (0, 8, 16)
+    x = torch.randn(1, 4, 16)
+    with pytest.raises(ValueError, match="'scale' must be a finite float32 value"):
+        kernels.attention(x, x, x, scale=1e39)

@@ -28,3 +28,17 @@ def test_cuda_attention_argument_errors():
         kernels.attention(q, q, q)
     with pytest.raises(TypeError, match="float16 or bfloat16"):
         kernels.attention(q.float(), q.float(), q.float())
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 3e-3), (torch.bfloat16, 2e-2)])
+def test_cuda_attention_large_logits_scale_and_side_stream(dtype, tol):
+    """Large logits exercise the running-max rescale; a non-default stream checks the launch
+    follows torch's current stream."""
+    g = torch.Generator(device="cuda").manual_seed(5)
+    q, k, v = (torch.randn(3, 4, n, 64, device="cuda", generator=g).to(dtype) * 3 for n in (129, 200, 200))
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        got = kernels.attention(q, k, v, scale=0.4)
+    stream.synchronize()
+    want = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), scale=0.4)
+    assert ((got.double() - want).abs().max() / want.abs().max()).item() <= tol

@@ -8,6 +8,7 @@ from typing import Callable, Optional
 import torch
 
 from .. import _C
+from ..kernels import _stream
 from .samplers import _sigma_batch
 
 # A1111 sampler label -> (C++ loop method, default eta)
@@ -38,4 +39,4 @@ def sample_native(name: str, denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     return _C.sample_loop(method, x, [float(s) for s in sigmas.tolist()], model, draw,
                           report if callback is not None else None,
                           float(eta if eta is not None else (default_eta if default_eta is not None else 1.0)),
-                          float(s_noise)) if steps > 0 else x.clone()
+                          float(s_noise), _stream(x)) if steps > 0 else x.clone()
