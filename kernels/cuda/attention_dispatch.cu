@@ -4,6 +4,7 @@
 
 #include "attention.h"
 #include "attention_impl.cuh"
+#include "device_guard.cuh"
 
 namespace sdrt::cuda {
 
@@ -27,17 +28,6 @@ static void by_head_dim(const AttentionArgs& a, cudaStream_t s) {
                                          " has no CUDA kernel (40, 64, 80, 160)");
   }
 }
-
-// Switches to `device` for the launch and back afterwards, so the caller's (torch's) current
-// device is what it was.
-struct DeviceGuard {
-  int previous = 0;
-  explicit DeviceGuard(int device) {
-    cudaGetDevice(&previous);
-    if (cudaSetDevice(device) != cudaSuccess) throw std::runtime_error("attention: cudaSetDevice failed");
-  }
-  ~DeviceGuard() { cudaSetDevice(previous); }
-};
 
 void attention(DType dtype, const AttentionArgs& a, int device, uintptr_t stream) {
   const DeviceGuard guard(device);

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "device_guard.cuh"
 #include "step_kernels.h"
 
 namespace sdrt::cuda {
@@ -62,7 +63,7 @@ unsigned grid_for(int64_t n, int threads) {
 // The one place a storage dtype picks a kernel instantiation on the GPU.
 template <template <class> class Launch, class Params>
 void dispatch_float(DType dtype, const Params& p, int device, uintptr_t stream) {
-  check(cudaSetDevice(device), "cudaSetDevice");
+  const DeviceGuard guard(device);  // torch's current device stays as it was
   auto s = reinterpret_cast<cudaStream_t>(stream);
   switch (dtype) {
     case DType::kFloat32: Launch<float>::run(p, s); break;
