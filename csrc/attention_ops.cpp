@@ -53,12 +53,12 @@ void attention(py::handle out_obj, py::handle q_obj, py::handle k_obj, py::handl
   const double s = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(d));
   if (!std::isfinite(s) || std::fabs(s) > static_cast<double>(std::numeric_limits<float>::max()))
     raise_value_error(fn + ": 'scale' must be a finite float32 value");
+  const AttentionArgs args{q.data, k.data, v.data, out.data, bh, lq, lk, d, static_cast<float>(s)};
   if (q.on_cuda) {
 #if SDRT_WITH_CUDA
     if (d != 40 && d != 64 && d != 80 && d != 160)
       raise_value_error(q.where() + ": head_dim " + std::to_string(d) + " has no CUDA kernel (40, 64, 80, 160)");
     if (bh > 65535) raise_value_error(q.where() + ": batch*heads " + std::to_string(bh) + " > 65535");
-    const AttentionArgs args{q.data, k.data, v.data, out.data, bh, lq, lk, d, static_cast<float>(s)};
     cuda::attention(q.dtype, args, q.device_id, stream);
     return;
 #else
@@ -66,11 +66,8 @@ void attention(py::handle out_obj, py::handle q_obj, py::handle k_obj, py::handl
     raise_value_error(q.where() + " is a CUDA tensor but sdrt._C was built without CUDA (see `sdrt info`)");
 #endif
   }
-  cpu::AttentionParams p{static_cast<const float*>(q.data), static_cast<const float*>(k.data),
-                         static_cast<const float*>(v.data), static_cast<float*>(out.data), bh, lq, lk, d,
-                         static_cast<float>(s)};
   py::gil_scoped_release release;  // long-running; other Python threads may go on
-  cpu::attention_f32(p);
+  cpu::attention_f32(args);
 }
 
 }  // namespace sdrt
