@@ -1,7 +1,7 @@
 """sdrt's fused CPU attention vs torch's scaled_dot_product_attention (CPU, fp32) on SD 1.5's
 attention shapes: batch 2 (CFG) x 8 heads, self-attention at 4096/1024/256/64 tokens (head dims
 40/80/160/160) and cross-attention over 77 text tokens. Ratio = SDPA time / sdrt time (> 1: sdrt
-faster). Run:  python bench/bench_attention.py [--out FILE]
+faster). Run:  python bench/bench_attention.py [--dtype bfloat16] [--out FILE]
 """
 from __future__ import annotations
 
@@ -23,16 +23,23 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (fp16)")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                                 "attention-cpu.json"))
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                   help="default: float32 on cpu, float16 on cuda")
+    p.add_argument("--out", default=None, help="default: bench/results/attention-DEVICE[-DTYPE].json")
     args = p.parse_args()
+    default_dtype = "float16" if args.device == "cuda" else "float32"
+    dtype_name = args.dtype or default_dtype
+    dtype = getattr(torch, dtype_name)
+    if args.out is None:
+        suffix = "" if dtype_name == default_dtype else f"-{dtype_name}"
+        args.out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                f"attention-{args.device}{suffix}.json")
     rows = []
     print(f"{'kind':<7}{'q x k x d':<18}{'sdpa ms':>10}{'sdrt ms':>10}{'ratio':>8}")
     for kind in ("self", "cross"):
         for tokens, d in SD15:
             keys = tokens if kind == "self" else 77
             g = torch.Generator().manual_seed(0)
-            dtype = torch.float16 if args.device == "cuda" else torch.float32
             q, k, v = (torch.randn(2, 8, n, d, generator=g).to(args.device, dtype) for n in (tokens, keys, keys))
             sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
             t_sdrt, t_sdpa = time_pair(lambda: kernels.attention(q, k, v),
@@ -43,8 +50,8 @@ def main() -> int:
                          "ratio_sdpa_over_sdrt": round(ratio, 3)})
             print(f"{kind:<7}{f'{tokens}x{keys}x{d}':<18}{t_sdpa.median_s * 1e3:>10.2f}{t_sdrt.median_s * 1e3:>10.2f}"
                   f"{ratio:>8.2f}")
-    write_results(args.out, {"benchmark": f"attention_{args.device}",
-                             "baseline": f"torch scaled_dot_product_attention ({args.device})",
+    write_results(args.out, {"benchmark": f"attention_{args.device}", "dtype": dtype_name,
+                             "baseline": f"torch scaled_dot_product_attention ({args.device}, {dtype_name})",
                              "machine": machine_description(), "results": rows})
     print(f"wrote {args.out}")
     return 0

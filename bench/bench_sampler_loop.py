@@ -26,12 +26,12 @@ def main() -> int:
     args = p.parse_args()
     rows = []
     sigmas = get_sigmas_karras(args.steps, 0.03, 14.6)
-    print(f"{'sampler':<10}{'latent':<16}{'python us/step':>16}{'C++ us/step':>14}{'ratio':>8}")
+    print(f"{'sampler':<14}{'latent':<16}{'python us/step':>16}{'C++ us/step':>14}{'ratio':>8}")
     for side in (64, 128):
         shape = (1, 4, side, side)
         pred, x0, fresh = torch.randn(shape), torch.randn(shape), torch.randn(shape)
         model = lambda x, s: pred  # noqa: E731
-        for name in ("Euler", "Euler a", "DPM++ 2M", "Heun"):
+        for name in ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M SDE", "Heun", "LMS"):
             t_cpp, t_py = time_pair(lambda: sample_native(name, model, x0, sigmas, noise=lambda: fresh),
                                     lambda: samplers[name](model, x0, sigmas, noise=lambda: fresh),
                                     warmup=2, repeats=15)
@@ -39,7 +39,7 @@ def main() -> int:
             ratio = t_py.median_s / t_cpp.median_s
             rows.append({"sampler": name, "latent": list(shape), "steps": args.steps, "python": t_py, "cpp": t_cpp,
                          "ratio_python_over_cpp": round(ratio, 3)})
-            print(f"{name:<10}{str(shape):<16}{per(t_py):>16.1f}{per(t_cpp):>14.1f}{ratio:>8.2f}")
+            print(f"{name:<14}{str(shape):<16}{per(t_py):>16.1f}{per(t_cpp):>14.1f}{ratio:>8.2f}")
     write_results(args.out, {"benchmark": "sampler_loop", "baseline": "the Python samplers (same kernels)",
                              "note": "denoiser stub returns a precomputed tensor", "machine": machine_description(),
                              "results": rows})

@@ -23,8 +23,8 @@ void check_3d(const TensorArg& t, const TensorArg& q) {
     raise_value_error(t.where() + " is on another device than 'q'");
   if (t.dtype != q.dtype) raise_type_error(t.where() + " has dtype " + dtype_name(t.dtype) + "; 'q' has " +
                                            dtype_name(q.dtype));
-  if (!t.on_cuda && t.dtype != DType::kFloat32)
-    raise_type_error(t.where() + ": only float32 is supported on the CPU (cast, or use torch SDPA)");
+  if (!t.on_cuda && t.dtype != DType::kFloat32 && t.dtype != DType::kBFloat16)
+    raise_type_error(t.where() + ": the CPU kernel takes float32 or bfloat16 (cast, or use torch SDPA)");
   if (t.on_cuda && t.dtype != DType::kFloat16 && t.dtype != DType::kBFloat16)
     raise_type_error(t.where() + ": the CUDA kernels take float16 or bfloat16");
 }
@@ -67,7 +67,7 @@ void attention(py::handle out_obj, py::handle q_obj, py::handle k_obj, py::handl
 #endif
   }
   py::gil_scoped_release release;  // long-running; other Python threads may go on
-  cpu::attention_f32(args);
+  cpu::attention(q.dtype, args);
 }
 
 }  // namespace sdrt

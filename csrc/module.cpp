@@ -56,12 +56,14 @@ PYBIND11_MODULE(_C, m) {
         "(N, H, W, 3) uint8; truncates like A1111 unless round=True.");
   m.def("attention", &sdrt::attention, "out"_a, "q"_a, "k"_a, "v"_a, "scale"_a = py::none(), "stream"_a = 0,
         "out = softmax(q k^T * scale) v for (batch*heads, length, head_dim) tensors, fused (online softmax "
-        "over key blocks): float32 on the CPU, float16/bfloat16 on CUDA (head dims 40, 64, 80, 160); "
+        "over key blocks): float32 or bfloat16 on the CPU (fp32 arithmetic), float16/bfloat16 on CUDA (head dims 40, 64, 80, 160); "
         "scale defaults to 1/sqrt(head_dim).");
   m.def("sample_loop", &sdrt::sample_loop, "method"_a, "x"_a, "sigmas"_a, "model"_a, "noise"_a = py::none(),
         "callback"_a = py::none(), "eta"_a = 1.0, "s_noise"_a = 1.0, "stream"_a = 0,
-        "The sampler loop in C++ for euler, euler_ancestral, dpmpp_2m, heun, dpm_2: model(x, sigma) -> "
-        "denoised (a Python callable), the fused step kernels in place on a clone of x; returns it.");
+        "The sampler loop in C++ for euler, euler_ancestral, dpmpp_2m, dpmpp_2m_sde(_heun), heun, dpm_2, lms: "
+        "model(x, sigma) -> "
+        "denoised (a Python callable), noise(sigma, sigma_next) -> fresh noise, the fused step kernels in place "
+        "on a clone of x; returns it.");
   m.def("ancestral_step_sigmas", &sdrt::ancestral_step_sigmas, "sigma"_a, "sigma_next"_a, "eta"_a = 1.0,
         "(sigma_down, sigma_up) of k-diffusion's get_ancestral_step.");
 }

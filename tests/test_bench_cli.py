@@ -32,3 +32,32 @@ def test_compare_syntax_errors_name_the_key():
     with pytest.raises(ValueError, match="steps must be int"):
         base.overridden("steps=many")
     assert main(["bench", "--repeats", "0"]) == 2
+
+
+def test_sweep_writes_a_table_json_and_a_png_chart(tmp_path, capsys):
+    from PIL import Image
+
+    out, png = tmp_path / "s.json", tmp_path / "s.png"
+    assert main(["bench", "--steps", "2", "--repeats", "1", "--warmup", "0", "--sweep", "size=32,64",
+                 "--compare", "attention=sdrt", "--json", str(out), "--plot", str(png)]) == 0
+    table = capsys.readouterr().out
+    assert "total b/a" in table and table.count("\n32 ") + table.count("\n64 ") == 2
+    result = json.loads(out.read_text())
+    assert result["sweep"] == {"key": "size", "values": [32, 64]}
+    assert [p["value"] for p in result["points"]] == [32, 64]
+    assert [c["config"]["size"] for c in result["points"][1]["configs"]] == [64, 64]
+    assert result["points"][1]["configs"][1]["config"]["attention"] == "sdrt"
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 600 and im.size[1] > 300
+        # a chart, not a blank canvas: bars and lines in several colours
+        assert len(im.convert("RGB").getcolors(1 << 16) or []) > 20
+
+
+def test_sweep_syntax_errors_name_the_setting():
+    from sdrt.benchmark import parse_sweep
+
+    assert parse_sweep("batch=1, 2,4", Config()) == ("batch", [1, 2, 4])
+    with pytest.raises(ValueError, match="expected key=value,value"):
+        parse_sweep("size", Config())
+    with pytest.raises(ValueError, match="size must be int"):
+        parse_sweep("size=64,big", Config())

@@ -1,4 +1,4 @@
-// Fused scaled-dot-product attention on the CPU, fp32: softmax(q k^T * scale) v computed in key
+// Fused scaled-dot-product attention on the CPU, fp32 arithmetic (fp32 or bf16 storage): softmax(q k^T * scale) v computed in key
 // blocks with an online softmax (Milakov & Gimelshein 2018; FlashAttention, Dao et al. 2022), so
 // the (Lq x Lk) score matrix never exists. OpenMP over (batch*heads, query blocks); the inner loops
 // are written for the compiler to vectorise, and the function is compiled three times (AVX-512,
@@ -11,6 +11,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -22,16 +25,7 @@ namespace {
 
 constexpr int kKeyBlock = 64;   // keys per block: the score row of one query fits in 4 AVX-512 registers
 constexpr int kRowBlock = 8;    // query rows sharing each loaded key vector
-constexpr int kQueryBlock = 64; // query rows per parallel task
-
-struct Typed {  // AttentionArgs with fp32 pointers
-  const float* q;
-  const float* k;
-  const float* v;
-  float* out;
-  int64_t batch_heads, q_len, k_len, head_dim;
-  float scale;
-};
+constexpr int kQueryBlock = 96; // query rows per parallel task: 16 tiles of 6 rows
 
 // exp(x) for the softmax (arguments <= 0): Cody-Waite range reduction and Cephes' degree-6
 // polynomial (relative error ~1e-7), written without calls so that it vectorises.
@@ -144,9 +138,10 @@ static bool avx512_enabled() {
   return __builtin_cpu_supports("avx512f");
 }
 
-// AVX-512 micro-kernels, register-tiled like a GEMM: 4 query rows x 64 keys of scores in 16
-// registers (each key vector loaded once for 4 rows), and P V as 4 rows x 64 head-dim columns.
-constexpr int kTileRows = 4;
+// AVX-512 micro-kernels, register-tiled like a GEMM: 6 query rows x 64 keys of scores in 24
+// registers (each key vector loaded once for 6 rows), and P V as 6 rows x 64 head-dim columns
+// (measured on Zen 5: 6 rows 8% faster than 4 at 4096 tokens; 7 would not fit 32 registers).
+constexpr int kTileRows = 6;
 
 __attribute__((target("avx512f"))) static inline __mmask16 lanes(int64_t remaining) {
   return remaining >= 16 ? static_cast<__mmask16>(0xFFFF)
@@ -240,19 +235,40 @@ static void attend_rows_avx512(const float* q, const float* kt, const float* v, 
 }
 #endif
 
-void attention_f32(const AttentionArgs& a) {
-  const Typed p{static_cast<const float*>(a.q), static_cast<const float*>(a.k), static_cast<const float*>(a.v),
-                static_cast<float*>(a.out), a.batch_heads, a.q_len, a.k_len, a.head_dim, a.scale};
-  const int64_t bh = p.batch_heads, lq = p.q_len, lk = p.k_len, d = p.head_dim;
+namespace {
+
+// fp32 copy of a bf16 tensor (bf16 inputs are widened once, O(L d), against the O(Lq Lk d) work).
+template <class T>
+const float* as_f32(const void* data, int64_t n, std::vector<float>& storage) {
+  if constexpr (std::is_same_v<T, float>) {
+    return static_cast<const float*>(data);
+  } else {
+    storage.resize(static_cast<size_t>(n));
+    const T* src = static_cast<const T*>(data);
+#pragma omp parallel for schedule(static) if (n >= (1 << 16))
+    for (int64_t i = 0; i < n; ++i) storage[i] = to_float(src[i]);
+    return storage.data();
+  }
+}
+
+template <class T>
+void attention_impl(const AttentionArgs& a) {
+  constexpr bool kWiden = !std::is_same_v<T, float>;  // bf16 storage: rows widened to fp32 per task
+  const int64_t bh = a.batch_heads, lq = a.q_len, lk = a.k_len, d = a.head_dim;
+  std::vector<float> v_storage;
+  const float* v = as_f32<T>(a.v, bh * lk * d, v_storage);
+  const T* q = static_cast<const T*>(a.q);
+  T* out = static_cast<T*>(a.out);
+  const T* k = static_cast<const T*>(a.k);
   // K transposed once per (batch, head): the score loop then reads keys contiguously
   const int64_t lk_pad = (lk + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
   std::vector<float> kt(static_cast<size_t>(bh * lk_pad * d), 0.0f);
 #pragma omp parallel for schedule(static)
   for (int64_t h = 0; h < bh; ++h) {
-    const float* k = p.k + h * lk * d;
+    const T* kh = k + h * lk * d;
     float* t = kt.data() + h * lk_pad * d;
     for (int64_t j = 0; j < lk; ++j)
-      for (int64_t c = 0; c < d; ++c) t[c * lk_pad + j] = k[j * d + c];
+      for (int64_t c = 0; c < d; ++c) t[c * lk_pad + j] = to_float(kh[j * d + c]);
   }
   const int64_t blocks = (lq + kQueryBlock - 1) / kQueryBlock;
 #ifdef SDRT_HAVE_AVX512_PATH
@@ -262,20 +278,50 @@ void attention_f32(const AttentionArgs& a) {
   {
     std::vector<float> acc(static_cast<size_t>(kRowBlock * d));
     std::vector<float> scores(kRowBlock * kKeyBlock);
+    std::vector<float> q_rows(kWiden ? kQueryBlock * d : 0), out_rows(kWiden ? kQueryBlock * d : 0);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < bh * blocks; ++task) {
       const int64_t h = task / blocks, b = task % blocks;
-      const int64_t row0 = b * kQueryBlock, row1 = std::min(lq, row0 + kQueryBlock);
+      int64_t row0 = b * kQueryBlock, row1 = std::min(lq, row0 + kQueryBlock);
+      const float* qh;
+      float* oh;
+      if constexpr (kWiden) {  // this task's query rows in fp32, its output rows in an fp32 buffer
+        const T* src = q + (h * lq + row0) * d;
+        for (int64_t i = 0; i < (row1 - row0) * d; ++i) q_rows[i] = to_float(src[i]);
+        qh = q_rows.data();
+        oh = out_rows.data();
+        row1 -= row0;
+        row0 = 0;
+      } else {
+        qh = q + h * lq * d;
+        oh = out + h * lq * d;
+      }
+      const float* kth = kt.data() + h * lk_pad * d;
+      const float* vh = v + h * lk * d;
 #ifdef SDRT_HAVE_AVX512_PATH
       if (use_avx512) {
-        attend_rows_avx512(p.q + h * lq * d, kt.data() + h * lk_pad * d, p.v + h * lk * d, p.out + h * lq * d, row0,
-                           row1, lk, lk_pad, d, p.scale, acc.data(), scores.data());
-        continue;
-      }
+        attend_rows_avx512(qh, kth, vh, oh, row0, row1, lk, lk_pad, d, a.scale, acc.data(), scores.data());
+      } else
 #endif
-      attend_rows(p.q + h * lq * d, kt.data() + h * lk_pad * d, p.v + h * lk * d, p.out + h * lq * d, row0, row1, lk,
-                  lk_pad, d, p.scale, acc.data(), scores.data());
+      {
+        attend_rows(qh, kth, vh, oh, row0, row1, lk, lk_pad, d, a.scale, acc.data(), scores.data());
+      }
+      if constexpr (kWiden) {
+        T* dst = out + (h * lq + b * kQueryBlock) * d;
+        for (int64_t i = 0; i < row1 * d; ++i) dst[i] = from_float<T>(out_rows[i]);
+      }
     }
+  }
+}
+
+}  // namespace
+
+// The one place a storage dtype picks the CPU attention instantiation.
+void attention(DType dtype, const AttentionArgs& args) {
+  switch (dtype) {
+    case DType::kFloat32: attention_impl<float>(args); return;
+    case DType::kBFloat16: attention_impl<bfloat16_t>(args); return;
+    default: throw std::invalid_argument(std::string("CPU attention: unsupported dtype ") + dtype_name(dtype));
   }
 }
 

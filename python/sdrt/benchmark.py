@@ -1,6 +1,7 @@
 """`sdrt bench`: end-to-end and per-stage timings of txt2img for a model / backend / size / batch /
-steps, with warm-up and repeats (median and spread), and `--compare` of two configurations run
-alternately in one process (so drift hits both alike) with their ratio.
+steps, with warm-up and repeats (median and spread), `--compare` of two configurations run
+alternately in one process (so drift hits both alike) with their ratio, and `--sweep` of one setting
+over several values (plotted by sdrt.bench_plot).
 
 Stages are timed by wrapping the backend calls the pipeline makes: text encoding, every UNet call,
 VAE decode; the sampler's own overhead is the sampling time minus the UNet calls. A timing is a
@@ -12,7 +13,7 @@ import json
 import statistics
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 STAGES = ("total", "text_encode", "unet", "sampler_overhead", "vae_decode")
@@ -24,6 +25,7 @@ class Config:
     backend: str = "torch"
     device: str = "cpu"
     attention: str = "sdpa"
+    sampler_loop: str = "python"
     size: Optional[int] = None
     batch: int = 1
     steps: int = 20
@@ -33,7 +35,8 @@ class Config:
     def label(self) -> str:
         return (f"{self.model} {self.backend}/{self.device}"
                 f"{'/' + self.attention if self.backend == 'torch' else ''} {self.size or 'native'}px "
-                f"b{self.batch} {self.steps} steps {self.sampler}")
+                f"b{self.batch} {self.steps} steps {self.sampler}"
+                f"{' (C++ loop)' if self.sampler_loop == 'cpp' else ''}")
 
     def overridden(self, spec: str) -> "Config":
         """A copy with `key=value,key=value` applied (the --compare syntax)."""
@@ -109,7 +112,8 @@ class Runner:
 
         self.config = config
         kwargs = {"attention": config.attention} if config.backend == "torch" else {}
-        self.pipe = load(config.model, backend=config.backend, device=config.device, **kwargs)
+        self.pipe = load(config.model, backend=config.backend, device=config.device, sampler_loop=config.sampler_loop,
+                         **kwargs)
         self.sync = _sync_for(config.device)
         self.runs: list[dict] = []
 
@@ -160,6 +164,44 @@ def benchmark(config: Config, *, compare: Optional[Config] = None, warmup: int =
         result["ratio_b_over_a"] = {k: (b[k]["median"] / a[k]["median"] if a[k]["median"] else None)
                                     for k in (*STAGES, "it_per_s")}
     return result
+
+
+def parse_sweep(spec: str, base: Config) -> tuple[str, list]:
+    """`key=v1,v2,...` -> (key, typed values), e.g. `size=64,128,256` or `batch=1,2,4`."""
+    key, sep, values = spec.partition("=")
+    key = key.strip().replace("-", "_")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not items:
+        raise ValueError(f"--sweep {spec!r}: expected key=value,value,... (e.g. size=64,128)")
+    typed = [getattr(base.overridden(f"{key}={v}"), key) for v in items]  # the --compare checks and types
+    return key, typed
+
+
+def sweep(config: Config, key: str, values: list, *, compare: Optional[Config] = None, warmup: int = 1,
+          repeats: int = 5) -> dict:
+    """`benchmark` at each value of one setting (applied to both configurations under --compare)."""
+    points = []
+    for value in values:
+        a = config.overridden(f"{key}={value}")
+        b = compare.overridden(f"{key}={value}") if compare else None
+        points.append({"value": value, **benchmark(a, compare=b, warmup=warmup, repeats=repeats)})
+    # the configurations' labels with the swept setting shown as "*"
+    labels = [replace(c, **{key: "*"}).label() for c in ([config, compare] if compare else [config])]
+    return {"benchmark": "sdrt bench sweep", "sweep": {"key": key, "values": values}, "labels": labels,
+            "points": points}
+
+
+def format_sweep_table(result: dict) -> str:
+    key = result["sweep"]["key"]
+    labels = result["labels"]
+    head = f"{key:<10}" + "".join(f"{'total ms':>12}{'unet ms/step':>14}{'it/s':>9}" for _ in labels)
+    rows = [" | ".join(f"{chr(97 + i)}: {label}" for i, label in enumerate(labels)), head]
+    for point in result["points"]:
+        cells = "".join(f"{c['total']['median'] * 1e3:>12.1f}{c['unet_per_step_s'] * 1e3:>14.2f}"
+                        f"{c['it_per_s']['median']:>9.2f}" for c in point["configs"])
+        ratio = point.get("ratio_b_over_a", {}).get("total")
+        rows.append(f"{str(point['value']):<10}{cells}" + (f"   total b/a {ratio:.3f}" if ratio else ""))
+    return "\n".join(rows)
 
 
 def _machine() -> dict:

@@ -55,7 +55,7 @@ def _generate(args: argparse.Namespace, mode: str) -> int:
         mask = _open_image(args.mask, "mask") if args.mask else None
     extra = {"attention": args.attention} if args.backend == "torch" else {}
     pipe = load(args.model, backend=args.backend, device=args.device, vae=args.vae, models_dir=args.models_dir,
-                embeddings_dir=args.embeddings_dir, **extra)
+                embeddings_dir=args.embeddings_dir, sampler_loop=args.sampler_loop, **extra)
     if pipe.embeddings is not None and pipe.embeddings.skipped and not args.quiet:
         for path, why in pipe.embeddings.skipped.items():
             print(f"skipped embedding {path}: {why}", file=sys.stderr)
@@ -104,6 +104,8 @@ def _add_generation_arguments(p: argparse.ArgumentParser, default_output: str) -
     p.add_argument("--device", default="cpu")
     p.add_argument("--attention", default="sdpa", choices=["sdpa", "sdrt"],
                    help="torch backend: torch's SDPA or sdrt's fused CPU attention kernel")
+    p.add_argument("--sampler-loop", default="python", choices=["python", "cpp"],
+                   help="cpp: the C++ sampler loop for the samplers it covers (same results)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
                    help="onnxruntime: --model is a folder written by `sdrt export --to onnx`; tensorrt: an engine "
                    "folder (sdrt.export.tensorrt_export.to_tensorrt; needs TensorRT and a GPU)")
@@ -201,16 +203,27 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .benchmark import Config, benchmark, format_table, write_json
+    from .benchmark import Config, benchmark, format_sweep_table, format_table, parse_sweep, sweep, write_json
 
     if args.repeats < 1 or args.warmup < 0:
         raise ValueError(f"--repeats {args.repeats} / --warmup {args.warmup}: need repeats >= 1, warmup >= 0")
     config = Config(model=args.model, backend=args.backend, device=args.device, attention=args.attention,
+                    sampler_loop=args.sampler_loop,
                     size=args.size, batch=args.batch_size, steps=args.steps, sampler=args.sampler,
                     cfg_scale=args.cfg_scale)
     compare = config.overridden(args.compare) if args.compare else None
-    result = benchmark(config, compare=compare, warmup=args.warmup, repeats=args.repeats)
-    print(format_table(result))
+    if args.sweep:
+        key, values = parse_sweep(args.sweep, config)
+        result = sweep(config, key, values, compare=compare, warmup=args.warmup, repeats=args.repeats)
+        print(format_sweep_table(result))
+    else:
+        result = benchmark(config, compare=compare, warmup=args.warmup, repeats=args.repeats)
+        print(format_table(result))
+    if args.plot:
+        from .bench_plot import plot
+
+        plot(result, args.plot)
+        print(f"wrote {args.plot}")
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}")
@@ -293,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--attention", default="sdpa", choices=["sdpa", "sdrt"])
+    bench.add_argument("--sampler-loop", default="python", choices=["python", "cpp"])
     bench.add_argument("--size", type=int, default=None, help="pixels (default: the model's native size)")
     bench.add_argument("--batch-size", type=int, default=1)
     bench.add_argument("--steps", type=int, default=20)
@@ -303,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compare", default=None, metavar="KEY=VALUE,...",
                        help="a second configuration (e.g. attention=sdrt or backend=onnxruntime,model=DIR), run "
                        "alternately with the first; prints the ratio")
+    bench.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...",
+                       help="run at each value of one setting, e.g. size=64,128,256 or batch=1,2,4")
+    bench.add_argument("--plot", default=None, metavar="FILE.png", help="chart the results (needs matplotlib)")
     bench.add_argument("--json", default=None, help="write the results here")
     bench.set_defaults(func=_cmd_bench)
 

@@ -104,7 +104,7 @@ def model_folders(models_dir: str | None = None):
 
 def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dtype: torch.dtype | None = None,
          vae: str | None = None, batch_invariant: bool = True, models_dir: str | None = None,
-         embeddings_dir: str | None = None, attention: str = "sdpa"):
+         embeddings_dir: str | None = None, attention: str = "sdpa", sampler_loop: str = "python"):
     """Load a model (``"toy"``, a diffusers folder, or a single-file .safetensors / .ckpt checkpoint
     of SD1.x / SD2.x incl. inpainting) and return a :class:`sdrt.pipelines.Pipeline`.
 
@@ -117,7 +117,21 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
 
     batch_invariant (default True): each image of a batch runs through the UNet and VAE on its own,
     so a batch with seeds s..s+3 is bit-identical to four single runs; False batches them into one
-    call for throughput (results then differ from single runs by float rounding)."""
+    call for throughput (results then differ from single runs by float rounding).
+    sampler_loop: "python" (the reference samplers, the default) or "cpp" (the C++ loop,
+    sdrt._C.sample_loop, for the samplers it covers; the same results)."""
+    import torch
+
+    from .pipelines.pipeline import SAMPLER_LOOPS
+
+    if sampler_loop not in SAMPLER_LOOPS:
+        raise ValueError(f"sampler_loop={sampler_loop!r}; valid: {', '.join(SAMPLER_LOOPS)}")
+    pipe = _load(model, backend, device, dtype, vae, batch_invariant, models_dir, embeddings_dir, attention)
+    pipe.sampler_loop = sampler_loop
+    return pipe
+
+
+def _load(model, backend, device, dtype, vae, batch_invariant, models_dir, embeddings_dir, attention):
     import torch
 
     from .backends.torch_backend import TorchBackend

@@ -51,6 +51,16 @@ def test_custom_op_has_a_fake_and_compiles_without_graph_breaks():
     assert (compiled(q, k, v) - want).abs().max() < 1e-5
 
 
+def test_bfloat16_cpu_runs_the_kernel_inside_the_op():
+    q, k, v = (torch.randn(1, 2, n, 40).bfloat16() for n in (130, 200, 200))
+    from sdrt import kernels
+
+    got = sdrt_attention(q, k, v, 0.2)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, kernels.attention(q, k, v, scale=0.2))
+    want = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), scale=0.2)
+    assert (got.double() - want).abs().max() <= 2**-8 * want.abs().max()
+
+
 def test_other_dtypes_fall_back_to_sdpa_inside_the_op():
     q, k, v = (torch.randn(1, 2, 5, 8, dtype=torch.float64) for _ in range(3))
     torch.testing.assert_close(sdrt_attention(q, k, v, 0.5),

@@ -28,6 +28,20 @@ def test_attention_matches_float64_sdpa(rng, bh, lq, lk, d):
     assert err <= 1e-5, f"relative error {err:.3g}"
 
 
+@pytest.mark.parametrize("bh,lq,lk,d", [(2, 1024, 1024, 80), (4, 4096, 77, 40), (2, 65, 129, 40), (1, 63, 65, 160)])
+def test_bfloat16_inputs_accumulate_in_fp32(rng, bh, lq, lk, d):
+    """bf16 storage, fp32 arithmetic: each output is the float64 result of the bf16 inputs rounded
+    to bf16 (within one bf16 ulp, 2^-8 relative), and no further from it than torch's bf16 SDPA."""
+    q, k, v = (torch.from_numpy(rng.standard_normal((bh, n, d)).astype(np.float32)).bfloat16() for n in (lq, lk, lk))
+    got = kernels.attention(q, k, v)
+    assert got.dtype == torch.bfloat16
+    want = reference(q, k, v)
+    diff = (got.double() - want).abs()
+    assert (diff <= 2**-8 * want.abs() + 1e-5 * want.abs().max()).all()
+    torch_err = (torch.nn.functional.scaled_dot_product_attention(q, k, v).double() - want).abs().max()
+    assert diff.max() <= torch_err
+
+
 def test_scale_large_logits_and_leading_dims(rng):
     # (batch, heads, len, d) like diffusers' attention; large logits exercise the running max
     q, k, v = (torch.from_numpy(rng.standard_normal((2, 5, n, 64)).astype(np.float32)) * 4 for n in (50, 90, 90))
@@ -48,7 +62,7 @@ def test_bad_arguments_name_the_argument():
         _C.attention(torch.empty_like(q), q, torch.randn(3, 8, 16), torch.randn(3, 8, 16))
     with pytest.raises(ValueError, match=r"argument 'v' has shape"):
         _C.attention(torch.empty_like(q), q, q, torch.randn(2, 9, 16))
-    with pytest.raises(TypeError, match=r"argument 'q': only float32"):
+    with pytest.raises(TypeError, match=r"argument 'q': the CPU kernel takes float32 or bfloat16"):
         _C.attention(torch.empty_like(q).half(), q.half(), q.half(), q.half())
     with pytest.raises(ValueError, match="must not be one of the inputs"):
         _C.attention(q, q, q, q)

@@ -6,6 +6,7 @@ import torch
 
 from sdrt.sampling import get_sigmas_karras, samplers
 from sdrt.sampling.denoiser import DiscreteEpsDenoiser
+from sdrt.sampling.brownian import BrownianTreeNoise
 from sdrt.sampling.native import NATIVE_METHODS, sample_native
 from sdrt.sampling.schedules import discrete_sigmas, scaled_linear_betas
 
@@ -24,10 +25,15 @@ def test_cpp_loop_equals_python_sampler(rng, name, steps):
     g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
     kwargs = {"eta": 0.0} if name == "DDIM" else {}
     seen_py, seen_cpp = [], []
+    if name.startswith("DPM++ 2M SDE"):  # A1111's Brownian tree, one per run with the same seeds
+        kwargs["noise_sampler"] = BrownianTreeNoise(x0, sigmas, [seed, seed + 1])
+        cpp_kwargs = {**kwargs, "noise_sampler": BrownianTreeNoise(x0, sigmas, [seed, seed + 1])}
+    else:
+        cpp_kwargs = kwargs
     want = samplers[name](model, x0, sigmas, noise=lambda: torch.randn(x0.shape, generator=g1),
                           callback=lambda d: seen_py.append((d["i"], d["sigma"])), **kwargs)
     got = sample_native(name, model, x0, sigmas, noise=lambda: torch.randn(x0.shape, generator=g2),
-                        callback=lambda d: seen_cpp.append((d["i"], d["sigma"])), **kwargs)
+                        callback=lambda d: seen_cpp.append((d["i"], d["sigma"])), **cpp_kwargs)
     assert (got - want).abs().max().item() <= 1e-6
     assert seen_cpp == seen_py
     assert not torch.equal(got, x0)
@@ -36,11 +42,11 @@ def test_cpp_loop_equals_python_sampler(rng, name, steps):
 def test_bad_calls_name_the_problem():
     x = torch.randn(1, 4, 2, 2)
     with pytest.raises(ValueError, match="has no C\\+\\+ loop"):
-        sample_native("LMS", lambda x, s: x, x, torch.tensor([1.0, 0.0]))
+        sample_native("UniPC", lambda x, s: x, x, torch.tensor([1.0, 0.0]))
     from sdrt import _C
 
-    with pytest.raises(ValueError, match="method 'lms' is not in the C\\+\\+ loop"):
-        _C.sample_loop("lms", x, [1.0, 0.0], lambda x, s: x)
+    with pytest.raises(ValueError, match="method 'unipc' is not in the C\\+\\+ loop"):
+        _C.sample_loop("unipc", x, [1.0, 0.0], lambda x, s: x)
     with pytest.raises(ValueError, match="'sigmas' must be finite"):
         _C.sample_loop("euler", x, [1.0, -1.0], lambda x, s: x)
     with pytest.raises(ValueError, match="needs 'noise'"):

@@ -4,8 +4,8 @@
 heads, output projection, residual) once; subclasses only say how softmax(q k^T * scale) v is
 computed for (batch, heads, length, head_dim) tensors:
 - ``SdrtAttnProcessor``: sdrt's fused CPU kernel through the torch custom op ``sdrt::attention``
-  (with a fake implementation, so torch.compile and CUDA-graph capture see through it). fp32 CPU
-  runs the kernel, except the shapes where SDPA measured faster; other devices / dtypes run
+  (with a fake implementation, so torch.compile and CUDA-graph capture see through it). fp32 / bf16
+  CPU tensors run the kernel, except the shapes where SDPA measured faster; other devices / dtypes run
   torch's SDPA inside the op (sdrt's CUDA kernels are compiled but have not run on a GPU yet, so
   the op does not use them until a GPU session has tested and measured them).
 - ``SplitEinsumAttnProcessor`` (Core ML export): each head on its own with einsum.
@@ -17,12 +17,13 @@ import contextlib
 import torch
 
 ATTENTION_CHOICES = ("sdpa", "sdrt")
+_CPU_DTYPES = (torch.float32, torch.bfloat16)  # the CPU kernel's storage types (fp32 arithmetic)
 
 
 @torch.library.custom_op("sdrt::attention", mutates_args=())
 def sdrt_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """softmax(q k^T * scale) v over the last two dims; sdrt's fused kernel for fp32 CPU tensors."""
-    if q.device.type == "cpu" and q.dtype == torch.float32 and k.dtype == v.dtype == torch.float32 and \
+    """softmax(q k^T * scale) v over the last two dims; sdrt's fused kernel for fp32 / bf16 CPU tensors."""
+    if q.device.type == "cpu" and q.dtype in _CPU_DTYPES and k.dtype == v.dtype == q.dtype and \
             not _sdpa_wins(q.shape[-2], k.shape[-2]):
         from .. import kernels
 

@@ -157,8 +157,9 @@ def to_rgb_uint8(x: Any, *, matrix: Sequence[Sequence[float]] | None = None, bia
 
 
 def attention(q: Any, k: Any, v: Any, scale: float | None = None) -> Any:
-    """softmax(q k^T * scale) v, fused (online softmax over key blocks, Dao et al. 2022): fp32 on
-    the CPU, fp16 / bf16 on CUDA for head dims 40, 64, 80, 160. q: (..., q_len, head_dim), k and v: (..., k_len, head_dim) with the same leading dims
+    """softmax(q k^T * scale) v, fused (online softmax over key blocks, Dao et al. 2022): fp32 or
+    bf16 on the CPU (fp32 arithmetic), fp16 / bf16 on CUDA for head dims 40, 64, 80, 160.
+    q: (..., q_len, head_dim), k and v: (..., k_len, head_dim) with the same leading dims
     (batch, heads); scale defaults to 1/sqrt(head_dim). Inputs are made contiguous (copies when
     they are views)."""
     shape = tuple(q.shape)

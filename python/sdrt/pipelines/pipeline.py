@@ -66,10 +66,15 @@ class _Init:
     image_cond: Optional[torch.Tensor] = None  # inpainting UNets' extra input channels
 
 
+SAMPLER_LOOPS = ("python", "cpp")
+
+
 class Pipeline:
     def __init__(self, backend, tokenizer, model_sigmas: torch.Tensor, info: ModelInfo, *,
-                 batch_invariant: bool = True):
+                 batch_invariant: bool = True, sampler_loop: str = "python"):
         self.backend, self.tokenizer, self.info = backend, tokenizer, info
+        # "cpp": the samplers the C++ loop covers run there (sdrt.sampling.native; equal results)
+        self.sampler_loop = sampler_loop
         # True: every image of a batch runs through the UNet and the VAE on its own, so it is
         # bit-identical to the same seed generated alone; False: one call for the whole batch (faster
         # on a GPU; images then differ from single runs by float rounding, a level or so).
@@ -324,8 +329,8 @@ class Pipeline:
                 if info.brownian_noise:
                     sampler_options["noise_sampler"] = BrownianTreeNoise(x, sigmas, batch_seeds)
                 try:
-                    latents = info.function(denoiser, x, run_sigmas, callback=callback, noise=rng.next,
-                                            **sampler_options)
+                    latents = self._sampler(info, sampler_options)(denoiser, x, run_sigmas, callback=callback,
+                                                                   noise=rng.next, **sampler_options)
                     if info.timesteps is not None:  # A1111 decodes the timestep samplers' VP-space result as it is
                         latents = latents / math.sqrt(1 + float(run_sigmas[-1]) ** 2)
                 except Interrupted:
@@ -371,6 +376,19 @@ class Pipeline:
 
         found = [(n, self.embeddings.embeddings[n].path) for n in sorted(names) if n in self.embeddings.embeddings]
         return {"TI hashes": ", ".join(f"{n}: {sha256(p)[:12]}" for n, p in found if p)} if found else {}
+
+    def _sampler(self, info, options: dict):
+        """The sampler function to run: the C++ loop where asked for and it covers this sampler
+        (it has no churn), else the Python reference."""
+        if self.sampler_loop not in SAMPLER_LOOPS:
+            raise ValueError(f"sampler_loop={self.sampler_loop!r}; valid: {', '.join(SAMPLER_LOOPS)}")
+        from ..sampling.native import NATIVE_METHODS, sample_native
+
+        if self.sampler_loop == "cpp" and info.name in NATIVE_METHODS and not options.get("s_churn"):
+            def native(denoiser, x, sigmas, *, callback, noise, s_tmin=None, s_tmax=None, s_churn=None, **rest):
+                return sample_native(info.name, denoiser, x, sigmas, callback=callback, noise=noise, **rest)
+            return native
+        return info.function
 
     @staticmethod
     def _img2img_start(init: _Init, noise: torch.Tensor, sigmas: torch.Tensor, steps: int, info, denoiser):
