@@ -20,7 +20,7 @@ $(PY):
 # Reinstall (incremental CMake build in build/) whenever the build inputs change.
 $(STAMP): $(PY) $(SOURCES)
 	@if [ -n "$(TORCH)" ]; then $(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"; fi
-	$(PIP) install -e ".[test,onnx]"
+	$(PIP) install -e ".[test,onnx,server]"
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -230,6 +230,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .server import Limits, ServerConfig
+        from .server.auth import parse_credentials
+        from .server.serve import check_exposure, serve
+    except ImportError as e:
+        raise ValueError(f"sdrt serve needs the server extra ({e.name} is missing): pip install 'sdrt[server]'") from None
+
+    host = "0.0.0.0" if args.listen and args.host == "127.0.0.1" else args.host
+    credentials = parse_credentials(args.api_auth) if args.api_auth else []
+    check_exposure(host, bool(credentials), args.insecure_no_auth)
+    limits = Limits(max_side=args.max_side, max_steps=args.max_steps, max_batch_size=args.max_batch_size,
+                    max_n_iter=args.max_n_iter)
+    config = ServerConfig(model=args.model, models_dir=args.models_dir, device=args.device, attention=args.attention,
+                          credentials=credentials, limits=limits, max_queue=args.queue_size)
+    return serve(config, host, args.port, log_level=args.log_level)
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .loading import model_folders
     from .loaders.model_folders import KINDS
@@ -322,6 +340,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", default=None, metavar="FILE.png", help="chart the results (needs matplotlib)")
     bench.add_argument("--json", default=None, help="write the results here")
     bench.set_defaults(func=_cmd_bench)
+
+    srv = sub.add_parser("serve", help="AUTOMATIC1111-compatible HTTP API (/sdapi/v1) on FastAPI + uvicorn")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    srv.add_argument("--port", type=int, default=7860)
+    srv.add_argument("--listen", action="store_true", help="bind 0.0.0.0 (A1111's --listen); needs --api-auth")
+    srv.add_argument("--api-auth", default=None, metavar="USER:PASS[,USER2:PASS2]",
+                     help="HTTP Basic credentials required on every route")
+    srv.add_argument("--insecure-no-auth", action="store_true",
+                     help="allow a non-loopback address without --api-auth (e.g. behind an authenticating proxy)")
+    srv.add_argument("--model", default="toy", help="checkpoint loaded at start: 'toy' or a name in --models-dir")
+    srv.add_argument("--models-dir", default=None, help="A1111-style root (models/Stable-diffusion, Lora, VAE, "
+                     "embeddings); clients' model names resolve only inside it")
+    srv.add_argument("--device", default="cpu")
+    srv.add_argument("--attention", default="sdpa", choices=["sdpa", "sdrt"])
+    srv.add_argument("--queue-size", type=int, default=8, help="jobs that may wait; more get 503 + Retry-After")
+    srv.add_argument("--max-side", type=int, default=2048, help="largest width/height accepted")
+    srv.add_argument("--max-steps", type=int, default=150)
+    srv.add_argument("--max-batch-size", type=int, default=8)
+    srv.add_argument("--max-n-iter", type=int, default=16)
+    srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    srv.set_defaults(func=_cmd_serve)
 
     models = sub.add_parser("models", help="list the checkpoints, LoRAs, VAEs and embeddings in the model folders")
     models.add_argument("--models-dir", default=None, help="default: $SDRT_MODELS_ROOT")

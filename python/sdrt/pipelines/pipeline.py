@@ -17,7 +17,7 @@ from .. import __version__, kernels
 from ..prompt.conditioning import ConditioningOptions, conditioning_for_batch
 from ..sampling import img2img_sigmas, resolve_sampler, schedule_label, sigmas_for
 from ..sampling.brownian import BrownianTreeNoise
-from ..sampling.denoiser import CFGDenoiser, DiscreteEpsDenoiser, Interrupted
+from ..sampling.denoiser import CFGDenoiser, DiscreteEpsDenoiser, Interrupted, Skipped
 from . import images as imgs
 from .infotext import create_infotext
 from .networks import Networks
@@ -154,7 +154,8 @@ class Pipeline:
                 n_iter: int = 1, clip_skip: int = 1, eta: float | None = None, s_churn: float = 0.0, s_tmin: float = 0.0,
                 s_tmax: float = float("inf"), s_noise: float = 1.0, subseed: int = -1, subseed_strength: float = 0.0,
                 eta_noise_seed_delta: int = 0, callback: Callable[[dict], None] | None = None,
-                should_stop: Callable[[], bool] | None = None, loras: Sequence | None = None) -> Result:
+                should_stop: Callable[[], bool] | None = None, loras: Sequence | None = None,
+                should_skip: Callable[[], bool] | None = None) -> Result:
         """Text to image. `width`/`height` default to the model's native size. Image i of the job
         uses seed + i (A1111). `loras`: [(name_or_path, weight) | (name_or_path, te_weight,
         unet_weight)], applied for this job together with the first prompt's <lora:...> tags."""
@@ -163,7 +164,8 @@ class Pipeline:
             scheduler=scheduler, cfg_scale=cfg_scale, width=width, height=height, seed=seed, batch_size=batch_size,
             n_iter=n_iter, clip_skip=clip_skip, eta=eta, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
             s_noise=s_noise, subseed=subseed, subseed_strength=subseed_strength,
-            eta_noise_seed_delta=eta_noise_seed_delta, callback=callback, should_stop=should_stop, init_for=None, loras=loras)
+            eta_noise_seed_delta=eta_noise_seed_delta, callback=callback, should_stop=should_stop, init_for=None, loras=loras,
+            should_skip=should_skip)
 
     def img2img(self, init_images: Image.Image | Sequence[Image.Image], prompt: str | Sequence[str],
                 negative_prompt: str | Sequence[str] = "", *, denoising_strength: float = 0.75, resize_mode: int = 0,
@@ -175,7 +177,8 @@ class Pipeline:
                 eta: float | None = None, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
                 s_noise: float = 1.0, subseed: int = -1, subseed_strength: float = 0.0,
                 eta_noise_seed_delta: int = 0, callback: Callable[[dict], None] | None = None,
-                should_stop: Callable[[], bool] | None = None, loras: Sequence | None = None) -> Result:
+                should_stop: Callable[[], bool] | None = None, loras: Sequence | None = None,
+                should_skip: Callable[[], bool] | None = None) -> Result:
         """Image to image, and inpainting when `mask` is given (white = repaint). A1111 semantics:
         resize_mode 0/1/2 (just resize / crop and resize / resize and fill), denoising_strength runs
         the last int(strength * steps) + 1 steps of the schedule, mask_blur in pixels,
@@ -250,14 +253,18 @@ class Pipeline:
             n_iter=n_iter, clip_skip=clip_skip, eta=eta, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
             s_noise=s_noise, subseed=subseed, subseed_strength=subseed_strength,
             eta_noise_seed_delta=eta_noise_seed_delta, callback=callback, should_stop=should_stop, init_for=init_for, loras=loras,
+            should_skip=should_skip,
             extra_params=extra or None)
 
     def _generate(self, *, prompt, negative_prompt, steps, sampler_name, scheduler, cfg_scale, width, height, seed,
                   batch_size, n_iter, clip_skip, eta, s_churn, s_tmin, s_tmax, s_noise, subseed, subseed_strength,
-                  eta_noise_seed_delta, callback, should_stop, init_for, loras=None, extra_params=None) -> Result:
-        """`callback(info)` runs after every model call; `should_stop()` is asked before each one and,
-        once true, ends the job: the current batch is decoded from its latest prediction and no
-        further batches run (A1111's interrupt)."""
+                  eta_noise_seed_delta, callback, should_stop, init_for, loras=None, extra_params=None,
+                  should_skip=None) -> Result:
+        """`callback(info)` runs after every model call (info also holds "iteration" and "n_iter");
+        `should_stop()` is asked before each one and, once true, ends the job: the current batch is
+        decoded from its latest prediction and no further batches run (A1111's interrupt).
+        `should_skip()` likewise ends only the current batch, decoded from its latest prediction,
+        and the job goes on with the next (A1111's skip)."""
         width = self.info.default_size if width is None else int(width)
         height = self.info.default_size if height is None else int(height)
         _check_size(width, height)
@@ -325,16 +332,19 @@ class Pipeline:
                 denoiser = CFGDenoiser(model_denoiser, batch_cond, cfg_scale, image_cond=image_cond,
                                        init_latent=init.latents if init is not None and init.keep is not None else None,
                                        keep_mask=init.keep if init is not None else None, should_stop=should_stop,
+                                       should_skip=should_skip,
                                        batch_invariant=self.batch_invariant)
                 if info.brownian_noise:
                     sampler_options["noise_sampler"] = BrownianTreeNoise(x, sigmas, batch_seeds)
                 try:
-                    latents = self._sampler(info, sampler_options)(denoiser, x, run_sigmas, callback=callback,
+                    step_callback = None if callback is None else (
+                        lambda d, it=it: callback({**d, "iteration": it, "n_iter": int(n_iter)}))
+                    latents = self._sampler(info, sampler_options)(denoiser, x, run_sigmas, callback=step_callback,
                                                                    noise=rng.next, **sampler_options)
                     if info.timesteps is not None:  # A1111 decodes the timestep samplers' VP-space result as it is
                         latents = latents / math.sqrt(1 + float(run_sigmas[-1]) ** 2)
-                except Interrupted:
-                    interrupted = True
+                except Interrupted as stop:
+                    interrupted = not isinstance(stop, Skipped)
                     latents = denoiser.last_denoised if denoiser.last_denoised is not None else x
                 if init is not None and init.keep is not None:
                     latents = torch.lerp(init.latents, latents, 1 - init.keep)  # keep the unmasked latents exactly

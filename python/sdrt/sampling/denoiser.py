@@ -76,6 +76,10 @@ class Interrupted(Exception):
     """Raised inside the sampler loop when the caller asked to stop (A1111's interrupt)."""
 
 
+class Skipped(Interrupted):
+    """Raised inside the sampler loop when the caller asked to skip the current batch (A1111's skip)."""
+
+
 class CFGDenoiser:
     """Classifier-free guidance with A1111's composable diffusion over a batch of images.
 
@@ -94,7 +98,7 @@ class CFGDenoiser:
     def __init__(self, inner: DiscreteEpsDenoiser, batch: Sequence, cfg_scale: float, *,
                  init_latent: torch.Tensor | None = None, keep_mask: torch.Tensor | None = None,
                  should_stop: Callable[[], bool] | None = None, batch_invariant: bool = False,
-                 image_cond: torch.Tensor | None = None):
+                 image_cond: torch.Tensor | None = None, should_skip: Callable[[], bool] | None = None):
         self.inner, self.batch, self.cfg_scale = inner, list(batch), float(cfg_scale)
         self.batch_invariant = batch_invariant
         self.step = 0  # A1111 counts model calls, not sampler steps, for prompt schedules
@@ -103,12 +107,14 @@ class CFGDenoiser:
         # (B, k, h, w) extra UNet input per image (inpainting UNets: mask + masked-image latents);
         # conds and uncond of an image get the same (A1111)
         self.image_cond = image_cond
-        self.should_stop = should_stop
+        self.should_stop, self.should_skip = should_stop, should_skip
         self.last_denoised: torch.Tensor | None = None  # what an interrupted run returns (A1111)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.should_stop is not None and self.should_stop():
             raise Interrupted
+        if self.should_skip is not None and self.should_skip():
+            raise Skipped
         step, self.step = self.step, self.step + 1
         if len(self.batch) != x.shape[0]:
             raise ValueError(f"CFGDenoiser: {len(self.batch)} conditionings for a batch of {x.shape[0]}")

@@ -1,0 +1,191 @@
+"""From an A1111 txt2img / img2img request to a pipeline call in the worker thread, and from its
+result to A1111's response ({images, parameters, info}).
+
+Checks that need no model run here, in the request handler, before the job is queued: fields sdrt
+does not implement are refused unless they hold their "off" value, names are resolved, seeds are
+drawn (so `info` reports the seeds used), images are decoded under the limits."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from PIL import Image
+
+from ..pipelines.rng import resolve_seed
+from ..sampling import SAMPLERS, resolve_sampler
+from .images import decode_image, encode_png
+from .limits import Limits
+from .models import MODEL_OPTIONS, ModelManager, OptionError
+from .names import sampler_name, scheduler_label
+
+
+class RequestError(ValueError):
+    """A request sdrt cannot run as asked: answered 422 with `loc` naming the field."""
+
+    def __init__(self, loc: tuple, message: str):
+        super().__init__(message)
+        self.loc = loc
+
+
+# (field, its "off" values, what to say) for A1111 features sdrt does not implement
+_UNSUPPORTED = [
+    ("styles", (None, []), "prompt styles are not supported by sdrt; put the text in the prompt"),
+    ("restore_faces", (None, False), "face restoration is not supported by sdrt"),
+    ("tiling", (None, False), "tiling is not supported by sdrt"),
+    ("enable_hr", (False,), "hires fix is not supported by sdrt yet"),
+    ("refiner_checkpoint", (None, "", "None"), "refiner models are not supported by sdrt"),
+    ("refiner_switch_at", (None, 0, 0.0, 1, 1.0), "refiner models are not supported by sdrt"),
+    ("disable_extra_networks", (False,), "disable_extra_networks is not supported; remove the <lora:...> tags"),
+    ("s_min_uncond", (None, 0, 0.0), "s_min_uncond (negative guidance minimum sigma) is not supported by sdrt"),
+    ("script_name", (None, ""), "scripts are not supported by sdrt"),
+    ("save_images", (False,), "the server does not save images; set save_images to false and use the response"),
+    ("infotext", (None, ""), "infotext as input is not supported; send the parameters as fields"),
+    ("latent_mask", (None, ""), "latent_mask is not supported by sdrt"),
+    ("initial_noise_multiplier", (None, 1, 1.0), "initial_noise_multiplier other than 1 is not supported by sdrt"),
+]
+
+
+@dataclass
+class Prepared:
+    """A validated request, ready for the worker."""
+    kind: str
+    request: Any
+    kwargs: dict
+    model: Optional[tuple[str, str]] = None          # override_settings: (checkpoint, vae) for this job
+    restore_model: bool = True
+    init_images: list[Image.Image] = field(default_factory=list)
+    mask: Optional[Image.Image] = None
+
+
+def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
+    """Everything about `req` that can be checked without the model (raises RequestError)."""
+    for name, off, why in _UNSUPPORTED:
+        if hasattr(req, name) and getattr(req, name) not in off:
+            raise RequestError(("body", name), why)
+    for seed_size in ("seed_resize_from_h", "seed_resize_from_w"):
+        if getattr(req, seed_size) > 0:
+            raise RequestError(("body", seed_size), "'resize seed from' is not supported by sdrt; use -1 or 0")
+    if req.alwayson_scripts:
+        script = next(iter(req.alwayson_scripts))
+        raise RequestError(("body", "alwayson_scripts", script), f"always-on script {script!r} is not available in sdrt")
+    requested = req.sampler_name or req.sampler_index or "Euler"
+    sampler = sampler_name(requested)
+    if sampler is None:
+        raise RequestError(("body", "sampler_name" if req.sampler_name else "sampler_index"),
+                           f"sampler {requested!r} is unknown; valid: {', '.join(SAMPLERS)}")
+    scheduler = scheduler_label(req.scheduler) if req.scheduler else "Automatic"
+    if scheduler is None:
+        raise RequestError(("body", "scheduler"), f"scheduler {req.scheduler!r} is unknown")
+    try:
+        info, _ = resolve_sampler(sampler, scheduler)
+    except ValueError as e:
+        raise RequestError(("body", "sampler_name"), str(e)) from None
+
+    options = dict(manager.options)
+    model, restore = None, req.override_settings_restore_afterwards
+    if req.override_settings:
+        try:
+            options.update(manager.set_options(req.override_settings))
+            wanted = {k: req.override_settings[k] for k in MODEL_OPTIONS if k in req.override_settings}
+            if wanted:
+                loaded = manager.loaded
+                checkpoint = wanted.get("sd_model_checkpoint", loaded.checkpoint if loaded else "toy")
+                vae = wanted.get("sd_vae", loaded.vae if loaded else "Automatic")
+                manager.resolve_checkpoint(checkpoint, "sd_model_checkpoint")  # refused here if unknown
+                manager.resolve_vae(vae, "sd_vae")
+                model = (checkpoint, vae)
+        except OptionError as e:
+            raise RequestError(("body", "override_settings", e.field), str(e)) from None
+
+    eta = req.eta
+    if eta is None and "eta" in info.options:
+        eta = options["eta_ddim"] if info.name == "DDIM" else options["eta_ancestral"]
+    kwargs = dict(
+        prompt=req.prompt, negative_prompt=req.negative_prompt, steps=req.steps,
+        sampler_name=sampler, scheduler=scheduler, cfg_scale=req.cfg_scale, width=req.width, height=req.height,
+        seed=resolve_seed(req.seed), batch_size=req.batch_size, n_iter=req.n_iter,
+        clip_skip=options["CLIP_stop_at_last_layers"], eta=eta,
+        s_churn=req.s_churn if req.s_churn is not None else options["s_churn"],
+        s_tmin=req.s_tmin if req.s_tmin is not None else options["s_tmin"],
+        s_tmax=req.s_tmax or math.inf,  # A1111: 0 / unset means no upper limit
+        s_noise=req.s_noise if req.s_noise is not None else options["s_noise"],
+        subseed=resolve_seed(req.subseed, "subseed"), subseed_strength=req.subseed_strength,
+        eta_noise_seed_delta=options["eta_noise_seed_delta"])
+    prepared = Prepared(kind, req, kwargs, model, restore)
+    if kind == "img2img":
+        prepared.init_images = [decode_image(b64, ("body", "init_images", i), limits)
+                                for i, b64 in enumerate(req.init_images)]
+        if req.mask:
+            prepared.mask = decode_image(req.mask, ("body", "mask"), limits)
+            if prepared.mask.size != prepared.init_images[0].size:
+                w, h = prepared.init_images[0].size
+                raise RequestError(("body", "mask"), f"mask is {prepared.mask.size[0]}x{prepared.mask.size[1]}, "
+                                                     f"the first init image {w}x{h}; they must match")
+        if req.mask_blur is None and req.mask_blur_x != req.mask_blur_y:
+            raise RequestError(("body", "mask_blur_x"), "different mask_blur_x and mask_blur_y are not supported; "
+                                                        "set mask_blur")
+        blur = req.mask_blur if req.mask_blur is not None else req.mask_blur_x
+        kwargs.update(denoising_strength=req.denoising_strength if req.denoising_strength is not None else 0.75,
+                      resize_mode=req.resize_mode, mask=prepared.mask, mask_blur=blur,
+                      inpainting_fill=req.inpainting_fill, inpainting_mask_invert=bool(req.inpainting_mask_invert),
+                      inpaint_full_res=req.inpaint_full_res, inpaint_full_res_padding=req.inpaint_full_res_padding)
+    return prepared
+
+
+def run(prepared: Prepared, job, manager: ModelManager) -> dict:
+    """In the worker thread: load what the job needs, generate, answer in A1111's shape."""
+    before = manager.loaded
+    loaded = manager.load(*prepared.model) if prepared.model else (before or manager.load("toy"))
+    try:
+        pipe = loaded.pipe
+
+        def on_step(info: dict) -> None:
+            job.on_step(info)
+            if job.preview_wanted and manager.options.get("live_previews_enable", True):
+                job.preview_wanted = False
+                job.current_image = encode_png(pipe.decode(info["denoised"][:1])[0], None)
+
+        common = dict(callback=on_step, should_stop=job.should_stop, should_skip=job.should_skip)
+        if prepared.kind == "txt2img":
+            result = pipe.txt2img(**prepared.kwargs, **common)
+        else:
+            result = pipe.img2img(prepared.init_images, **prepared.kwargs, **common)
+        return response(prepared, result, loaded, job)
+    finally:
+        if prepared.model and prepared.restore and before is not None:
+            manager.load(before.checkpoint, before.vae)
+
+
+def response(prepared: Prepared, result, loaded, job) -> dict:
+    req, kw = prepared.request, prepared.kwargs
+    info_obj = loaded.pipe.info
+    n = len(result.images)
+    images = [encode_png(im, text) for im, text in zip(result.images, result.infotexts)] if req.send_images else []
+    parameters = req.model_dump()
+    if prepared.kind == "img2img" and not req.include_init_images:  # A1111 leaves them out of the echo
+        parameters["init_images"], parameters["mask"] = None, None
+    info = {
+        "prompt": req.prompt, "all_prompts": result.prompts or [req.prompt] * n,
+        "negative_prompt": req.negative_prompt, "all_negative_prompts": [req.negative_prompt] * n,
+        "seed": kw["seed"], "all_seeds": result.seeds,
+        "subseed": kw["subseed"], "all_subseeds": [kw["subseed"] + i for i in range(n)],
+        "subseed_strength": kw["subseed_strength"], "width": kw["width"], "height": kw["height"],
+        "sampler_name": kw["sampler_name"], "cfg_scale": kw["cfg_scale"], "steps": kw["steps"],
+        "batch_size": kw["batch_size"], "restore_faces": False, "face_restoration_model": None,
+        "sd_model_name": loaded.checkpoint, "sd_model_hash": info_obj.hash,
+        "sd_vae_name": info_obj.vae_name, "sd_vae_hash": info_obj.vae_hash,
+        "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "denoising_strength": kw.get("denoising_strength"), "extra_generation_params": {},
+        "index_of_first_image": 0, "infotexts": result.infotexts, "styles": [], "job_timestamp": job.timestamp,
+        "clip_skip": kw["clip_skip"], "is_using_inpainting_conditioning": info_obj.image_cond_channels > 0,
+        "interrupted": result.interrupted, "version": _version(),
+    }
+    return {"images": images, "parameters": parameters, "info": json.dumps(info)}
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return f"sdrt {__version__}"
