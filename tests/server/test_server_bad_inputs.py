@@ -1,0 +1,113 @@
+"""Bad requests get 422 naming the field, before any model work (they are answered while the worker
+is busy with another job), and nothing reaches past the model roots or fetches a URL."""
+import base64
+import io
+import threading
+
+import pytest
+from PIL import Image
+
+
+def b64(image: Image.Image, fmt: str = "PNG") -> str:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+SMALL = b64(Image.new("RGB", (64, 64), (255, 255, 255)))
+OK = {"prompt": "a red circle", "steps": 2, "width": 64, "height": 64}
+
+TXT2IMG = [  # (changes to a good request, the field the 422 must name)
+    ({"width": 4096}, ["width"]), ({"width": 100}, ["width"]), ({"height": 32}, ["height"]),
+    ({"steps": 0}, ["steps"]), ({"steps": 151}, ["steps"]), ({"batch_size": 9}, ["batch_size"]),
+    ({"n_iter": 17}, ["n_iter"]), ({"prompt": "x" * 20_001}, ["prompt"]),
+    ({"negative_prompt": "x" * 20_001}, ["negative_prompt"]), ({"seed": -2}, ["seed"]),
+    ({"subseed_strength": 2}, ["subseed_strength"]), ({"cfg_scale": 1000}, ["cfg_scale"]),
+    ({"width": "wide"}, ["width"]), ({"sampler_name": "Euler b"}, ["sampler_name"]),
+    ({"sampler_index": "nope"}, ["sampler_index"]), ({"scheduler": "fancy"}, ["scheduler"]),
+    ({"enable_hr": True}, ["enable_hr"]), ({"restore_faces": True}, ["restore_faces"]),
+    ({"save_images": True}, ["save_images"]), ({"styles": ["cinematic"]}, ["styles"]),
+    ({"seed_resize_from_h": 256}, ["seed_resize_from_h"]), ({"script_name": "x/y/z plot"}, ["script_name"]),
+    ({"alwayson_scripts": {"ControlNet": {"args": []}}}, ["alwayson_scripts", "ControlNet"]),
+    ({"override_settings": {"sd_model_checkpoint": "../../../etc/passwd"}}, ["override_settings", "sd_model_checkpoint"]),
+    ({"override_settings": {"sd_model_checkpoint": "/etc/passwd"}}, ["override_settings", "sd_model_checkpoint"]),
+    ({"override_settings": {"bogus_option": 1}}, ["override_settings", "bogus_option"]),
+    ({"override_settings": {"CLIP_stop_at_last_layers": 40}}, ["override_settings", "CLIP_stop_at_last_layers"]),
+]
+
+
+def bomb() -> str:
+    return b64(Image.new("L", (5000, 5000)))  # 25 M pixels (a few KB of PNG) > the 16.7 M limit
+
+
+IMG2IMG = [
+    ({"init_images": []}, ["init_images"]),
+    ({"init_images": ["not base64 at all!"]}, ["init_images", 0]),
+    ({"init_images": [base64.b64encode(b"just some bytes").decode()]}, ["init_images", 0]),
+    ({"init_images": [SMALL, b64(Image.new("RGB", (8, 8)), "GIF")]}, ["init_images", 1]),
+    ({"init_images": [b64(Image.new("RGB", (8, 8)), "BMP")]}, ["init_images", 0]),
+    ({"init_images": ["http://example.com/cat.png"]}, ["init_images", 0]),
+    ({"init_images": ["bomb"]}, ["init_images", 0]),
+    ({"mask": b64(Image.new("L", (32, 32)))}, ["mask"]),
+    ({"mask": SMALL, "mask_blur_x": 2, "mask_blur_y": 6}, ["mask_blur_x"]),
+    ({"resize_mode": 3}, ["resize_mode"]), ({"inpainting_fill": 4}, ["inpainting_fill"]),
+    ({"denoising_strength": 1.5}, ["denoising_strength"]), ({"latent_mask": SMALL}, ["latent_mask"]),
+    ({"initial_noise_multiplier": 0.5}, ["initial_noise_multiplier"]),
+]
+
+OPTIONS = [
+    ({"sd_model_checkpoint": "../models/x.safetensors"}, ["sd_model_checkpoint"]),
+    ({"sd_model_checkpoint": "missing-model"}, ["sd_model_checkpoint"]),
+    ({"sd_vae": "../../vae.pt"}, ["sd_vae"]),
+    ({"no_such_option": True}, ["no_such_option"]),
+    ({"CLIP_stop_at_last_layers": "two"}, ["CLIP_stop_at_last_layers"]),
+    ({"samples_format": "jpg"}, ["samples_format"]),
+]
+
+
+def _field_named(response, field):
+    assert response.status_code == 422, (response.status_code, response.text[:300])
+    locs = [d["loc"] for d in response.json()["detail"]]
+    assert any(loc[1:1 + len(field)] == field for loc in locs), locs
+
+
+@pytest.fixture(scope="module")
+def busy(server):
+    """Keeps the worker busy with a long job (minutes) while the bad requests are sent."""
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (server.post("txt2img", {**OK, "steps": 150, "width": 512, "height": 512,
+                                                                      "n_iter": 16}, timeout=900), done.set()))
+    thread.start()
+    server.wait_busy()
+    yield done
+    server.post("interrupt")
+    thread.join(120)
+
+
+@pytest.mark.parametrize("change,field", TXT2IMG, ids=[str(f) for _, f in TXT2IMG])
+def test_txt2img_refuses(server, busy, change, field):
+    _field_named(server.post("txt2img", {**OK, **change}), field)
+    assert not busy.is_set()  # answered while the worker was still on the other job: no model work
+
+
+@pytest.mark.parametrize("change,field", IMG2IMG, ids=[str(f) for _, f in IMG2IMG])
+def test_img2img_refuses(server, busy, change, field):
+    request = {**OK, "init_images": [SMALL], **change}
+    request["init_images"] = [bomb() if i == "bomb" else i for i in request["init_images"]]
+    _field_named(server.post("img2img", request), field)
+    assert not busy.is_set()
+
+
+@pytest.mark.parametrize("change,field", OPTIONS, ids=[str(f) for _, f in OPTIONS])
+def test_options_refuse(server, change, field):
+    before = server.get("options").json()
+    _field_named(server.post("options", change), field)
+    assert server.get("options").json() == before  # nothing changed
+
+
+def test_png_info_and_oversized_base64(server):
+    _field_named(server.post("png-info", {"image": "@@@"}), ["image"])
+    huge = "A" * (32 * 2**20 + 4)
+    _field_named(server.post("img2img", {**OK, "init_images": [huge]}), ["init_images", 0])
+    r = server.post("txt2img", data=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
