@@ -138,3 +138,15 @@ def test_lcm_sampler_runs_on_its_own_timesteps(pipe, monkeypatch):
     # A1111's LCM: 4 steps evenly over the 50 original timesteps 999 ... 19, each rounded to one of
     # them; the UNet sees cond and uncond at the same integer timestep
     assert timesteps == [[t, t] for t in (999, 679, 339, 19)]
+
+
+def test_should_skip_ends_only_the_current_batch(pipe):
+    seen, skips = [], iter([False] * 3 + [True])
+    result = pipe.txt2img("a blue square", seed=3, steps=6, n_iter=2, callback=lambda d: seen.append(
+        (d["iteration"], d["n_iter"], d["i"])), should_skip=lambda: next(skips, False))
+    assert not result.interrupted and len(result.images) == 2
+    assert seen == [(0, 2, 0), (0, 2, 1), (0, 2, 2)] + [(1, 2, i) for i in range(6)]
+    full = pipe.txt2img("a blue square", seed=3, steps=6, n_iter=2)
+    # the second batch ran in full: the same picture as without the skip; the first stopped early
+    assert np.array_equal(arr(result.images[1]), arr(full.images[1]))
+    assert not np.array_equal(arr(result.images[0]), arr(full.images[0]))
