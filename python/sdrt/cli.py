@@ -243,8 +243,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     check_exposure(host, bool(credentials), args.insecure_no_auth)
     limits = Limits(max_side=args.max_side, max_steps=args.max_steps, max_batch_size=args.max_batch_size,
                     max_n_iter=args.max_n_iter)
+    from .server.admission import LOOPBACK_NAMES
+    from .server.models import ModelManager
+    from .server.serve import is_loopback
+
+    folders = None
+    if args.models_dir:
+        from .loaders.model_folders import ModelFolders
+
+        folders = ModelFolders(args.models_dir)
+    ModelManager(folders).resolve_checkpoint(args.model, "--model")  # a bad name stops here, not at the first job
     config = ServerConfig(model=args.model, models_dir=args.models_dir, device=args.device, attention=args.attention,
-                          credentials=credentials, limits=limits, max_queue=args.queue_size)
+                          credentials=credentials, limits=limits, max_queue=args.queue_size,
+                          allowed_hosts=list(LOOPBACK_NAMES) if not credentials and is_loopback(host) else [])
     return serve(config, host, args.port, log_level=args.log_level)
 
 

@@ -18,7 +18,10 @@ SMALL = b64(Image.new("RGB", (64, 64), (255, 255, 255)))
 OK = {"prompt": "a red circle", "steps": 2, "width": 64, "height": 64}
 
 TXT2IMG = [  # (changes to a good request, the field the 422 must name)
-    ({"width": 4096}, ["width"]), ({"width": 100}, ["width"]), ({"height": 32}, ["height"]),
+    ({"width": 4096}, ["width"]), ({"width": 63}, ["width"]), ({"height": 32}, ["height"]),
+    ({"width": 2048, "height": 2048, "batch_size": 3}, ["batch_size"]),
+    ({"width": 2048, "height": 2048, "batch_size": 2, "n_iter": 9}, ["n_iter"]),
+    ({"prompt": "[" + "(a:1.1) " * 70 + ":b:5]"}, ["prompt"]), ({"negative_prompt": "a AND " * 40}, ["negative_prompt"]),
     ({"steps": 0}, ["steps"]), ({"steps": 151}, ["steps"]), ({"batch_size": 9}, ["batch_size"]),
     ({"n_iter": 17}, ["n_iter"]), ({"prompt": "x" * 20_001}, ["prompt"]),
     ({"negative_prompt": "x" * 20_001}, ["negative_prompt"]), ({"seed": -2}, ["seed"]),
@@ -62,6 +65,7 @@ OPTIONS = [
     ({"no_such_option": True}, ["no_such_option"]),
     ({"CLIP_stop_at_last_layers": "two"}, ["CLIP_stop_at_last_layers"]),
     ({"samples_format": "jpg"}, ["samples_format"]),
+    ({"eta_ddim": 10 ** 400}, ["eta_ddim"]),
 ]
 
 
@@ -105,9 +109,32 @@ def test_options_refuse(server, change, field):
     assert server.get("options").json() == before  # nothing changed
 
 
+def test_options_round_trip_and_huge_numbers(server):
+    assert server.post("options", server.get("options").json()).status_code == 200  # webuiapi's set(get())
+    r = server.post("txt2img", {**OK, "override_settings": {"eta_ancestral": 10 ** 400}})
+    _field_named(r, ["override_settings", "eta_ancestral"])
+
+
+def test_host_header_must_be_a_loopback_name(server):
+    import requests
+
+    assert requests.get(f"{server.api}/progress", headers={"Host": "evil.example:7860"}, timeout=10).status_code == 400
+    for host in ("localhost:1234", "127.0.0.1", "[::1]:7860"):
+        assert requests.get(f"{server.api}/progress", headers={"Host": host}, timeout=10).status_code == 200
+
+
 def test_png_info_and_oversized_base64(server):
     _field_named(server.post("png-info", {"image": "@@@"}), ["image"])
     huge = "A" * (32 * 2**20 + 4)
     _field_named(server.post("img2img", {**OK, "init_images": [huge]}), ["init_images", 0])
     r = server.post("txt2img", data=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422
+    # corrupt EXIF in a PNG: png-info answers, without the unreadable part
+    from PIL import PngImagePlugin
+
+    buf = io.BytesIO()
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("parameters", "a cat\nSteps: 2, Sampler: Euler, Seed: 1")
+    Image.new("RGB", (8, 8)).save(buf, format="PNG", pnginfo=meta, exif=b"garbage!")
+    r = server.post("png-info", {"image": base64.b64encode(buf.getvalue()).decode()})
+    assert r.status_code == 200 and r.json()["parameters"]["Seed"] == "1"

@@ -88,6 +88,15 @@ def test_listening_beyond_loopback_needs_auth(args):
     assert r.returncode == 2 and "--api-auth" in r.stderr and "--insecure-no-auth" in r.stderr
 
 
+def test_an_unknown_start_model_stops_before_serving(tmp_path):
+    r = subprocess.run([SDRT, "serve", "--port", "1", "--model", "../outside.safetensors"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "--model" in r.stderr and "--models-dir" in r.stderr
+    r = subprocess.run([SDRT, "serve", "--port", "1", "--models-dir", str(tmp_path), "--model", "nope"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "nope" in r.stderr
+
+
 def test_exposure_rules():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")

@@ -143,6 +143,12 @@ def test_listings_options_and_model_switch(api, server):
     assert "Clip skip: 2" in r.info["infotexts"][0]
     assert server.post("options", {"CLIP_stop_at_last_layers": 1}).status_code == 200
     assert server.get("memory").json()["ram"]["total"] > 0
+    # any size from 64 up, floored to a multiple of 8 as A1111's latents are
+    odd = server.post("txt2img", {"prompt": PROMPT, "steps": 2, "width": 100, "height": 71}).json()
+    assert Image.open(io.BytesIO(base64.b64decode(odd["images"][0]))).size == (96, 64)
+    assert json.loads(odd["info"])["width"] == 96
+    for route in ("prompt-styles", "upscalers", "face-restorers", "hypernetworks"):
+        assert server.get(route).json() == []
     assert server.get("embeddings").json() == {"loaded": {}, "skipped": {}}
     assert server.get("loras").json() == [] and server.get("sd-vae").json() == []
     assert json.loads(json.dumps(server.get("scripts").json())) == {"txt2img": [], "img2img": []}

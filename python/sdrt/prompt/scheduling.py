@@ -48,12 +48,44 @@ def _switch_steps(tree: lark.Tree, steps: int, int_offset: int, flt_offset: floa
                 value = (value - flt_offset) * steps
             else:
                 value = value - int_offset
-            node.children[-2] = min(steps, int(value))
+            # an overflowing "when" (e.g. 1e400) is past the end: clamp before int() can overflow
+            node.children[-2] = int(max(-1.0, min(float(steps), value)))
             if node.children[-2] >= 1:
                 bounds.add(node.children[-2])
         elif node.data == "alternate":
             bounds.update(range(1, steps + 1))
     return sorted(bounds)
+
+
+def top_level_groups(prompt: str) -> list[str]:
+    """The prompt cut where its ( ) and [ ] nesting returns to zero: each bracket group, and the
+    text between groups. lark's Earley parse of the whole prompt costs about the cube of its
+    bracket count (100 "(a:1.1)" groups: 5 s), and a balanced group parses the same alone as in
+    the whole, so the groups are parsed one by one (those without "[" need no parse at all). A
+    prompt whose brackets do not balance or match is one piece (parsed whole, as A1111 does)."""
+    pieces, stack, start, i = [], [], 0, 0
+    while i < len(prompt):
+        c = prompt[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c in "([":
+            if not stack and i > start:
+                pieces.append(prompt[start:i])
+                start = i
+            stack.append(")" if c == "(" else "]")
+        elif c in ")]":
+            if not stack or stack.pop() != c:
+                return [prompt]
+            if not stack:
+                pieces.append(prompt[start:i + 1])
+                start = i + 1
+        i += 1
+    if stack:
+        return [prompt]
+    if start < len(prompt):
+        pieces.append(prompt[start:])
+    return pieces
 
 
 def _text_at(tree, step: int) -> str:
@@ -92,11 +124,21 @@ def get_learned_conditioning_prompt_schedules(prompts: Sequence[str], base_steps
         int_offset, flt_offset, steps = base_steps, 1.0, hires_steps
 
     def schedule(prompt: str) -> list[list]:
-        try:
-            tree = _parser().parse(prompt)
-        except lark.exceptions.LarkError:
+        pieces = top_level_groups(prompt)
+        if not any("[" in p for p in pieces):  # no [ ]: nothing is scheduled, the text is the prompt
             return [[steps, prompt]]
-        return [[t, _text_at(tree, t)] for t in _switch_steps(tree, steps, int_offset, flt_offset, use_old_scheduling)]
+        trees = []
+        for piece in pieces:
+            if "[" not in piece:
+                trees.append(piece)
+                continue
+            try:
+                trees.append(_parser().parse(piece))
+            except (lark.exceptions.LarkError, RecursionError):  # does not parse: the text as written
+                return [[steps, prompt]]
+        bounds = sorted({b for t in trees if not isinstance(t, str)
+                         for b in _switch_steps(t, steps, int_offset, flt_offset, use_old_scheduling)})
+        return [[b, "".join(t if isinstance(t, str) else _text_at(t, b) for t in trees)] for b in bounds]
 
     cache = {p: schedule(p) for p in set(prompts)}
     return [cache[p] for p in prompts]

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from .. import __version__
 from ..loaders.model_folders import ModelFolders
 from . import generation
+from .admission import GENERATION_PATHS, AdmissionMiddleware, HostCheckMiddleware
 from .auth import BasicAuthMiddleware
 from .body_limit import BodyLimitMiddleware
 from .images import ImageInputError, decode_image, read_png_info
@@ -40,6 +41,9 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     max_queue: int = 8
     load_kwargs: dict = field(default_factory=dict)
+    # without credentials on loopback: the Host names accepted (a web page's DNS rebinding would
+    # otherwise reach the API through the user's browser); empty: any
+    allowed_hosts: list = field(default_factory=list)
 
 
 def _unprocessable(loc, message: str) -> JSONResponse:
@@ -107,7 +111,15 @@ def create_app(config: ServerConfig) -> FastAPI:
             return Response(status_code=499)  # nobody is listening; what A1111's proxies log
         except ValueError as e:  # the pipeline's own checks name the field in the message
             return _unprocessable(("body",), str(e))
+        except generation.ModelUnavailable as e:
+            return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": "30"})
+        except MemoryError as e:
+            return JSONResponse({"detail": f"{kind} ran out of memory; ask for fewer or smaller images ({e})"},
+                                status_code=503, headers={"Retry-After": "5"})
         except Exception as e:
+            if type(e).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA)
+                return JSONResponse({"detail": f"{kind} ran out of device memory; ask for fewer or smaller images"},
+                                    status_code=503, headers={"Retry-After": "5"})
             log.exception("%s failed", kind)
             return JSONResponse({"detail": f"{kind} failed: {type(e).__name__}: {e}"}, status_code=500)
 
@@ -165,13 +177,15 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.post("/sdapi/v1/options")
     async def set_options(request: Request, values: dict[str, Any] = Body(...)):
         checked = manager.set_options(values)  # OptionError (422) before anything changes
-        wanted = {k: values[k] for k in MODEL_OPTIONS if k in values}
+        wanted = {k: values[k] for k in MODEL_OPTIONS if values.get(k) is not None}
         if wanted:
             loaded = manager.loaded
             checkpoint = wanted.get("sd_model_checkpoint", loaded.checkpoint if loaded else config.model)
             vae = wanted.get("sd_vae", loaded.vae if loaded else "Automatic")
-            manager.resolve_checkpoint(checkpoint)
-            manager.resolve_vae(vae)
+            selection = (manager.resolve_checkpoint(checkpoint)[0], manager.resolve_vae(vae)[0])
+            if loaded is not None and selection == (loaded.checkpoint, loaded.vae):
+                wanted = {}  # already loaded: nothing to queue (GET -> POST round trips)
+        if wanted:
             job = worker.submit("load", lambda job, w: w.state.load(checkpoint, vae))
             try:
                 await wait_for(job, request)
@@ -232,6 +246,28 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def scripts():
         return {"txt2img": [], "img2img": []}
 
+    # A1111 routes for features sdrt does not have: empty, so clients that list them keep working
+    @app.get("/sdapi/v1/prompt-styles")
+    async def prompt_styles() -> list[dict]:
+        return []
+
+    @app.get("/sdapi/v1/upscalers")
+    async def upscalers() -> list[dict]:
+        return []
+
+    @app.get("/sdapi/v1/face-restorers")
+    async def face_restorers() -> list[dict]:
+        return []
+
+    @app.get("/sdapi/v1/hypernetworks")
+    async def hypernetworks() -> list[dict]:
+        return []
+
+    @app.get("/sdapi/v1/cmd-flags")
+    async def cmd_flags() -> dict[str, Any]:
+        return {"api_auth": bool(config.credentials), "models_dir": config.models_dir, "device": config.device,
+                "queue_size": config.max_queue}
+
     @app.get("/sdapi/v1/memory")
     async def memory():
         return _memory()
@@ -248,8 +284,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         return JSONResponse(jsonable_encoder(body), status_code=200 if body["status"] == "ready" else 503)
 
     asgi = BodyLimitMiddleware(app, limits.max_body_bytes)
+    # generation requests past the queue (plus the one running and one being checked) are refused
+    # before their bodies are read, so waiting clients cannot pile up bodies and decoded images
+    asgi = AdmissionMiddleware(asgi, GENERATION_PATHS, config.max_queue + 2, worker.queue_length)
     if config.credentials:
         asgi = BasicAuthMiddleware(asgi, config.credentials)
+    elif config.allowed_hosts:
+        asgi = HostCheckMiddleware(asgi, config.allowed_hosts)
     app.state.asgi = asgi
     return app
 

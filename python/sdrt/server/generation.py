@@ -53,8 +53,9 @@ class Prepared:
     kind: str
     request: Any
     kwargs: dict
-    model: Optional[tuple[str, str]] = None          # override_settings: (checkpoint, vae) for this job
-    restore_model: bool = True
+    model: dict = field(default_factory=dict)      # override_settings' sd_model_checkpoint / sd_vae
+    restore: bool = True                           # override_settings_restore_afterwards
+    option_overrides: dict = field(default_factory=dict)
     init_images: list[Image.Image] = field(default_factory=list)
     mask: Optional[Image.Image] = None
 
@@ -70,6 +71,17 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
     if req.alwayson_scripts:
         script = next(iter(req.alwayson_scripts))
         raise RequestError(("body", "alwayson_scripts", script), f"always-on script {script!r} is not available in sdrt")
+    for name in ("prompt", "negative_prompt"):
+        check_prompt(getattr(req, name), name)
+    # A1111 runs any size on latents of size // 8: the picture comes out floored to a multiple of 8
+    width, height = req.width // 8 * 8, req.height // 8 * 8
+    if width * height * req.batch_size > limits.max_batch_pixels:
+        raise RequestError(("body", "batch_size"), f"width x height x batch_size = {width * height * req.batch_size} "
+                                                   f"pixels exceeds the limit of {limits.max_batch_pixels}")
+    if width * height * req.batch_size * req.n_iter > limits.max_output_pixels:
+        raise RequestError(("body", "n_iter"), f"width x height x batch_size x n_iter = "
+                                               f"{width * height * req.batch_size * req.n_iter} pixels exceeds the "
+                                               f"limit of {limits.max_output_pixels}")
     requested = req.sampler_name or req.sampler_index or "Euler"
     sampler = sampler_name(requested)
     if sampler is None:
@@ -84,18 +96,16 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
         raise RequestError(("body", "sampler_name"), str(e)) from None
 
     options = dict(manager.options)
-    model, restore = None, req.override_settings_restore_afterwards
+    model, overrides = {}, {}
     if req.override_settings:
         try:
-            options.update(manager.set_options(req.override_settings))
-            wanted = {k: req.override_settings[k] for k in MODEL_OPTIONS if k in req.override_settings}
-            if wanted:
-                loaded = manager.loaded
-                checkpoint = wanted.get("sd_model_checkpoint", loaded.checkpoint if loaded else "toy")
-                vae = wanted.get("sd_vae", loaded.vae if loaded else "Automatic")
-                manager.resolve_checkpoint(checkpoint, "sd_model_checkpoint")  # refused here if unknown
-                manager.resolve_vae(vae, "sd_vae")
-                model = (checkpoint, vae)
+            overrides = manager.set_options(req.override_settings)
+            options.update(overrides)
+            for key in MODEL_OPTIONS:  # resolved now (refused if unknown), loaded by the worker
+                value = req.override_settings.get(key)
+                if value is not None:
+                    (manager.resolve_checkpoint if key == "sd_model_checkpoint" else manager.resolve_vae)(value, key)
+                    model[key] = value
         except OptionError as e:
             raise RequestError(("body", "override_settings", e.field), str(e)) from None
 
@@ -104,7 +114,7 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
         eta = options["eta_ddim"] if info.name == "DDIM" else options["eta_ancestral"]
     kwargs = dict(
         prompt=req.prompt, negative_prompt=req.negative_prompt, steps=req.steps,
-        sampler_name=sampler, scheduler=scheduler, cfg_scale=req.cfg_scale, width=req.width, height=req.height,
+        sampler_name=sampler, scheduler=scheduler, cfg_scale=req.cfg_scale, width=width, height=height,
         seed=resolve_seed(req.seed), batch_size=req.batch_size, n_iter=req.n_iter,
         clip_skip=options["CLIP_stop_at_last_layers"], eta=eta,
         s_churn=req.s_churn if req.s_churn is not None else options["s_churn"],
@@ -113,10 +123,16 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
         s_noise=req.s_noise if req.s_noise is not None else options["s_noise"],
         subseed=resolve_seed(req.subseed, "subseed"), subseed_strength=req.subseed_strength,
         eta_noise_seed_delta=options["eta_noise_seed_delta"])
-    prepared = Prepared(kind, req, kwargs, model, restore)
+    prepared = Prepared(kind, req, kwargs, model, req.override_settings_restore_afterwards, overrides)
     if kind == "img2img":
-        prepared.init_images = [decode_image(b64, ("body", "init_images", i), limits)
-                                for i, b64 in enumerate(req.init_images)]
+        total = 0
+        for i, b64 in enumerate(req.init_images):
+            image = decode_image(b64, ("body", "init_images", i), limits)
+            total += image.width * image.height
+            if total > limits.max_input_pixels:
+                raise RequestError(("body", "init_images", i), f"the init images hold more than "
+                                                               f"{limits.max_input_pixels} pixels together")
+            prepared.init_images.append(image)
         if req.mask:
             prepared.mask = decode_image(req.mask, ("body", "mask"), limits)
             if prepared.mask.size != prepared.init_images[0].size:
@@ -134,18 +150,52 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
     return prepared
 
 
+MAX_BRACKETS_PER_EDIT = 64  # ( and [ inside one [ ] group: its parse costs ~ the cube of this
+MAX_AND = 32                # AND parts: each is one more UNet input per step
+
+
+def check_prompt(text: str, field: str) -> None:
+    """Refuse prompts whose prompt-editing parse or AND fan-out would stall the worker."""
+    from ..prompt.scheduling import split_and, top_level_groups
+
+    for group in top_level_groups(text):
+        if "[" in group and group.count("[") + group.count("(") > MAX_BRACKETS_PER_EDIT:
+            raise RequestError(("body", field), f"a [ ] group holds more than {MAX_BRACKETS_PER_EDIT} brackets")
+    if len(split_and(text)) > MAX_AND:
+        raise RequestError(("body", field), f"more than {MAX_AND} AND parts")
+
+
+class ModelUnavailable(RuntimeError):
+    """No model is loaded (the start-up load failed): answered 503."""
+
+
+PREVIEW_EVERY = 5  # sampler steps between two previews at most (A1111 renders one every 10 by default)
+
+
 def run(prepared: Prepared, job, manager: ModelManager) -> dict:
     """In the worker thread: load what the job needs, generate, answer in A1111's shape."""
     before = manager.loaded
-    loaded = manager.load(*prepared.model) if prepared.model else (before or manager.load("toy"))
+    if before is None and not prepared.model.get("sd_model_checkpoint"):
+        raise ModelUnavailable("no model is loaded (the start-up load failed; see the server log, or set "
+                               "sd_model_checkpoint through /sdapi/v1/options)")
+    loaded = before
+    if prepared.model:
+        loaded = manager.load(prepared.model.get("sd_model_checkpoint", before.checkpoint if before else None),
+                              prepared.model.get("sd_vae", before.vae if before else "Automatic"))
     try:
         pipe = loaded.pipe
+        last_preview = [-PREVIEW_EVERY]
 
         def on_step(info: dict) -> None:
             job.on_step(info)
-            if job.preview_wanted and manager.options.get("live_previews_enable", True):
-                job.preview_wanted = False
-                job.current_image = encode_png(pipe.decode(info["denoised"][:1])[0], None)
+            step = job.job_no * 10_000 + job.sampling_step
+            if job.preview_wanted and manager.options.get("live_previews_enable", True) and \
+                    step - last_preview[0] >= PREVIEW_EVERY:
+                job.preview_wanted, last_preview[0] = False, step
+                try:
+                    job.current_image = encode_png(pipe.decode(info["denoised"][:1])[0], None)
+                except Exception:  # a preview is a courtesy: the job goes on without it
+                    job.current_image = None
 
         common = dict(callback=on_step, should_stop=job.should_stop, should_skip=job.should_skip)
         if prepared.kind == "txt2img":
@@ -154,8 +204,11 @@ def run(prepared: Prepared, job, manager: ModelManager) -> dict:
             result = pipe.img2img(prepared.init_images, **prepared.kwargs, **common)
         return response(prepared, result, loaded, job)
     finally:
-        if prepared.model and prepared.restore and before is not None:
-            manager.load(before.checkpoint, before.vae)
+        if prepared.restore:
+            if prepared.model and before is not None:
+                manager.loaded = before  # still in memory: no reload
+        else:
+            manager.options.update(prepared.option_overrides)
 
 
 def response(prepared: Prepared, result, loaded, job) -> dict:

@@ -15,6 +15,7 @@ from ..pipelines.png import save_png
 from .limits import Limits
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
+_OPENED_AS = ALLOWED_FORMATS + ("MPO",)  # phone cameras' multi-picture JPEGs open as MPO
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
 
 
@@ -44,8 +45,8 @@ def decode_image(data: str, loc: tuple, limits: Limits) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw))  # reads the header only
-            if image.format not in ALLOWED_FORMATS:
+            image = Image.open(io.BytesIO(raw), formats=ALLOWED_FORMATS)  # header only; no other parser runs
+            if image.format not in _OPENED_AS:
                 raise ImageInputError(loc, f"image format {image.format} is not accepted; send PNG, JPEG or WEBP")
             width, height = image.size
             if width < 1 or height < 1 or width * height > limits.max_image_pixels:
@@ -56,6 +57,8 @@ def decode_image(data: str, loc: tuple, limits: Limits) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageInputError(loc, "image exceeds the decoded-pixel limit") from None
+    except Image.UnidentifiedImageError:
+        raise ImageInputError(loc, "not a PNG, JPEG or WEBP image (the formats accepted)") from None
     except Exception as e:  # Pillow raises many types for corrupt data; all of them mean "bad image"
         raise ImageInputError(loc, f"could not decode the image ({type(e).__name__}: {e})") from None
     return image
@@ -73,9 +76,12 @@ def encode_png(image: Image.Image, infotext: str | None) -> str:
 def read_png_info(image: Image.Image) -> dict:
     """A1111's png-info: the `parameters` text and the other text chunks of the image."""
     items = {k: v for k, v in (image.info or {}).items() if isinstance(v, str)}
-    exif = image.getexif() if hasattr(image, "getexif") else None
-    if "parameters" not in items and exif:  # JPEG / WEBP: EXIF UserComment (0x9286) in the Exif IFD
-        comment = exif.get_ifd(0x8769).get(0x9286)
+    try:
+        exif = image.getexif()
+        comment = exif.get_ifd(0x8769).get(0x9286) if exif else None
+    except Exception:  # corrupt EXIF: the image simply has none we can read
+        comment = None
+    if "parameters" not in items and comment:  # JPEG / WEBP: EXIF UserComment (0x9286) in the Exif IFD
         if isinstance(comment, bytes):
             comment = _decode_user_comment(comment)
         if isinstance(comment, str) and comment:

@@ -16,7 +16,10 @@ class Limits:
     max_image_b64_chars: int = 32 * 2**20  # one base64 image (init image, mask, png-info)
     max_image_pixels: int = 4096 * 4096    # decoded width * height (decompression-bomb guard)
     max_init_images: int = 16
-    max_body_bytes: int = 128 * 2**20      # a whole request body
+    max_input_pixels: int = 2 * 4096 * 4096   # all decoded images of one request together
+    max_batch_pixels: int = 2 * 2048 * 2048   # width * height * batch_size: what one UNet pass holds
+    max_output_pixels: int = 16 * 2048 * 2048  # width * height * batch_size * n_iter: the response's images
+    max_body_bytes: int = 64 * 2**20       # a whole request body
 
     def __post_init__(self):
         for name, value in self.__dict__.items():

@@ -23,15 +23,19 @@ class OptionError(ValueError):
 def _int_in(lo: int, hi: int):
     def check(name, v):
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise OptionError(name, f"{name}={v!r}; expected an integer in [{lo}, {hi}]")
+            raise OptionError(name, f"{name}={str(v)[:40]!r}; expected an integer in [{lo}, {hi}]")
         return v
     return check
 
 
 def _float_in(lo: float, hi: float):
     def check(name, v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= float(v) <= hi:
-            raise OptionError(name, f"{name}={v!r}; expected a number in [{lo}, {hi}]")
+        try:
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and lo <= float(v) <= hi
+        except OverflowError:  # an integer too large for a float
+            ok = False
+        if not ok:
+            raise OptionError(name, f"{name}={str(v)[:40]!r}; expected a number in [{lo}, {hi}]")
         return float(v)
     return check
 
@@ -65,6 +69,7 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "live_previews_enable": (True, _bool),
 }
 MODEL_OPTIONS = ("sd_model_checkpoint", "sd_vae")
+READ_ONLY_OPTIONS = ("sd_checkpoint_hash",)  # GET /options lists them; a POST of them back changes nothing
 
 
 @dataclass
@@ -155,10 +160,10 @@ class ModelManager:
         """Validated copies of the non-model options in `values` (raises OptionError naming the key)."""
         out = {}
         for key, value in values.items():
-            if key in MODEL_OPTIONS:
+            if key in MODEL_OPTIONS or key in READ_ONLY_OPTIONS:
                 continue
             if key not in OPTIONS:
-                raise OptionError(key, f"option {key!r} is unknown to sdrt; supported: "
+                raise OptionError(key, f"option {str(key)[:80]!r} is unknown to sdrt; supported: "
                                        f"{', '.join([*MODEL_OPTIONS, *OPTIONS])}")
             out[key] = OPTIONS[key][1](key, value)
         return out

@@ -22,7 +22,7 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
     where the limits allow them, else the limit."""
     # (names unlike the fields': a class body looks up names it assigns in itself, not in this function)
     default_side = max(64, min(512, limits.max_side // 8 * 8))  # A1111's 512, unless the limit is lower
-    side_bounds = dict(ge=64, le=limits.max_side, multiple_of=8)
+    side_bounds = dict(ge=64, le=limits.max_side)  # floored to a multiple of 8, as A1111's latents are
     text_bounds = dict(max_length=limits.max_prompt_chars)
     image_bounds = dict(max_length=limits.max_image_b64_chars)
 
