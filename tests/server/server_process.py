@@ -58,10 +58,10 @@ class ServerProcess:
             time.sleep(0.05)
         raise TimeoutError("no job started")
 
-    def terminate(self, timeout: float = 60.0) -> int:
-        """SIGTERM and the exit status (the server drains and exits 0)."""
+    def terminate(self, timeout: float = 60.0, sig: int = signal.SIGTERM) -> int:
+        """SIGTERM (or `sig`) and the exit status (the server drains and exits 0)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout)
         finally:

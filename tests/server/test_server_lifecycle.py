@@ -1,5 +1,6 @@
 """The queue bound (503 + Retry-After), cancelling the jobs of clients that went away, SIGTERM
 draining the work in flight and exiting 0, and the refusal to listen beyond loopback without auth."""
+import signal
 import subprocess
 import threading
 import time
@@ -71,11 +72,12 @@ def test_a_client_that_disconnects_cancels_its_job(small_queue):
     assert out["r"].status_code == 200
 
 
-def test_sigterm_drains_the_work_in_flight_and_exits_0():
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_drains_the_work_in_flight_and_exits_0(sig):
     s = ServerProcess().wait_ready()
     t, out = _background(s, {**SHORT, "steps": 40, "width": 128, "height": 128})
     s.wait_busy()
-    assert s.terminate() == 0
+    assert s.terminate(sig=sig) == 0
     t.join(60)
     assert out["r"].status_code == 200 and len(out["r"].json()["images"]) == 1  # finished, not dropped
     with pytest.raises(requests.ConnectionError):

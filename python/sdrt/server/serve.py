@@ -34,11 +34,14 @@ def serve(app_config, host: str, port: int, *, log_level: str = "info") -> int:
 
     app = create_app(app_config)
     stops = []
-    previous = signal.signal(signal.SIGTERM, lambda sig, frame: stops.append(sig))  # uvicorn re-raises it at exit
+    # uvicorn handles SIGTERM / SIGINT itself (drain, then stop) and re-raises the signal once it is
+    # done; these handlers take that re-raise, so the process exits 0 instead of dying by it
+    previous = {sig: signal.signal(sig, lambda s, frame: stops.append(s)) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server = uvicorn.Server(uvicorn.Config(app.state.asgi, host=host, port=port, log_level=log_level,
                                                lifespan="on", timeout_graceful_shutdown=None))
         server.run()
         return 0 if server.started or stops else 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
