@@ -120,8 +120,6 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
     call for throughput (results then differ from single runs by float rounding).
     sampler_loop: "python" (the reference samplers, the default) or "cpp" (the C++ loop,
     sdrt._C.sample_loop, for the samplers it covers; the same results)."""
-    import torch
-
     from .pipelines.pipeline import SAMPLER_LOOPS
 
     if sampler_loop not in SAMPLER_LOOPS:

@@ -216,17 +216,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def loras():
         return await asyncio.to_thread(manager.loras)
 
-    @app.post("/sdapi/v1/refresh-checkpoints")
-    async def refresh_checkpoints():
+    async def nothing_to_refresh():
         return None  # listings are read from the folders on every call
 
-    @app.post("/sdapi/v1/refresh-vae")
-    async def refresh_vae():
-        return None
-
-    @app.post("/sdapi/v1/refresh-loras")
-    async def refresh_loras():
-        return None
+    for kind in ("checkpoints", "vae", "loras"):
+        app.add_api_route(f"/sdapi/v1/refresh-{kind}", nothing_to_refresh, methods=["POST"],
+                          name=f"refresh_{kind}")
 
     @app.get("/sdapi/v1/embeddings", response_model=EmbeddingsResponse)
     async def embeddings():
@@ -247,21 +242,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {"txt2img": [], "img2img": []}
 
     # A1111 routes for features sdrt does not have: empty, so clients that list them keep working
-    @app.get("/sdapi/v1/prompt-styles")
-    async def prompt_styles() -> list[dict]:
+    async def nothing_listed() -> list[dict]:
         return []
 
-    @app.get("/sdapi/v1/upscalers")
-    async def upscalers() -> list[dict]:
-        return []
-
-    @app.get("/sdapi/v1/face-restorers")
-    async def face_restorers() -> list[dict]:
-        return []
-
-    @app.get("/sdapi/v1/hypernetworks")
-    async def hypernetworks() -> list[dict]:
-        return []
+    for listing in ("prompt-styles", "upscalers", "face-restorers", "hypernetworks"):
+        app.add_api_route(f"/sdapi/v1/{listing}", nothing_listed, methods=["GET"], name=listing.replace("-", "_"))
 
     @app.get("/sdapi/v1/cmd-flags")
     async def cmd_flags() -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from PIL import Image
 
@@ -57,7 +57,6 @@ class Prepared:
     restore: bool = True                           # override_settings_restore_afterwards
     option_overrides: dict = field(default_factory=dict)
     init_images: list[Image.Image] = field(default_factory=list)
-    mask: Optional[Image.Image] = None
 
 
 def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
@@ -133,18 +132,19 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
                 raise RequestError(("body", "init_images", i), f"the init images hold more than "
                                                                f"{limits.max_input_pixels} pixels together")
             prepared.init_images.append(image)
+        mask = None
         if req.mask:
-            prepared.mask = decode_image(req.mask, ("body", "mask"), limits)
-            if prepared.mask.size != prepared.init_images[0].size:
+            mask = decode_image(req.mask, ("body", "mask"), limits)
+            if mask.size != prepared.init_images[0].size:
                 w, h = prepared.init_images[0].size
-                raise RequestError(("body", "mask"), f"mask is {prepared.mask.size[0]}x{prepared.mask.size[1]}, "
+                raise RequestError(("body", "mask"), f"mask is {mask.size[0]}x{mask.size[1]}, "
                                                      f"the first init image {w}x{h}; they must match")
         if req.mask_blur is None and req.mask_blur_x != req.mask_blur_y:
             raise RequestError(("body", "mask_blur_x"), "different mask_blur_x and mask_blur_y are not supported; "
                                                         "set mask_blur")
         blur = req.mask_blur if req.mask_blur is not None else req.mask_blur_x
         kwargs.update(denoising_strength=req.denoising_strength if req.denoising_strength is not None else 0.75,
-                      resize_mode=req.resize_mode, mask=prepared.mask, mask_blur=blur,
+                      resize_mode=req.resize_mode, mask=mask, mask_blur=blur,
                       inpainting_fill=req.inpainting_fill, inpainting_mask_invert=bool(req.inpainting_mask_invert),
                       inpaint_full_res=req.inpaint_full_res, inpaint_full_res_padding=req.inpaint_full_res_padding)
     return prepared

@@ -8,7 +8,6 @@ if still queued, stopped at the next sampler step if running.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import threading
 import time
@@ -22,7 +21,7 @@ from ..sampling.denoiser import Interrupted
 class QueueFull(Exception):
     def __init__(self, retry_after: int, waiting: int):
         super().__init__(f"the generation queue is full ({waiting} jobs waiting); retry in {retry_after} s")
-        self.retry_after, self.waiting = retry_after, waiting
+        self.retry_after = retry_after
 
 
 class ShuttingDown(Exception):
@@ -33,9 +32,6 @@ class Cancelled(Exception):
     """The job was cancelled (its client disconnected) before it produced a result."""
 
 
-_ids = itertools.count(1)
-
-
 @dataclass
 class Job:
     """A unit of work for the worker thread: `run(job, worker)` returns the result."""
@@ -43,9 +39,7 @@ class Job:
     run: Callable[["Job", "GenerationWorker"], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
-    id: int = field(default_factory=lambda: next(_ids))
     timestamp: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
-    created: float = field(default_factory=time.monotonic)
     started: Optional[float] = None
     # controls, set from request handlers, read by the worker between sampler steps
     interrupted: bool = False
