@@ -2,7 +2,7 @@
 import torch
 
 from sdrt.prompt.conditioning import ImageConditioning, ScheduledCond
-from sdrt.sampling.denoiser import CFGDenoiser
+from sdrt.sampling.guidance import CFGDenoiser
 
 
 class FakeInner:

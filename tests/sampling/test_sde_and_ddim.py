@@ -139,7 +139,7 @@ def test_ddim_img2img_is_a1111s_timestep_form(rng, strength, eta):
     latent is noised in VP space to T[t_enc], and the DDIM loop then calls the model at T[t_enc - 1]
     ... T[1], each step going to the timestep below, ending at T[0] = 1. Here that loop is diffusers'
     DDIMScheduler (its 'leading' timesteps with steps_offset 1 are A1111's)."""
-    from sdrt.pipelines.pipeline import Pipeline, _Init
+    from sdrt.pipelines.start_point import StartPoint
     from sdrt.sampling import SAMPLERS
 
     steps = 20
@@ -160,7 +160,7 @@ def test_ddim_img2img_is_a1111s_timestep_form(rng, strength, eta):
 
     info = SAMPLERS["DDIM"]
     sigmas = get_timestep_sigmas(steps, den)
-    run, x = Pipeline._img2img_start(_Init(init, strength), noise, sigmas, steps, info, den)
+    run, x, _ = StartPoint(init, strength).begin(info, sigmas, steps, noise, den)
     assert len(run) == t_enc  # t_enc - 1 model calls
     draws = iter(noises)
     got = samplers["DDIM"](model, x, run, noise=lambda: next(draws), eta=eta)

@@ -1,4 +1,7 @@
-"""Pipelines: txt2img (img2img, inpaint, ControlNet and video build on the same Pipeline)."""
+"""Pipelines: GenerationParams -> the generation stages -> Result (see pipeline.py)."""
+from .hooks import JobHooks
+from .params import GenerationParams
 from .pipeline import ModelInfo, Pipeline, Result
+from .start_point import StartPoint
 
-__all__ = ["ModelInfo", "Pipeline", "Result"]
+__all__ = ["GenerationParams", "JobHooks", "ModelInfo", "Pipeline", "Result", "StartPoint"]

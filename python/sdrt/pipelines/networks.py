@@ -10,11 +10,27 @@ modification time.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
-from ..prompt.extra_networks import LoraTag, lora_tags, parse_prompt
+from ..prompt.extra_networks import LoraTag
 
 LoraRequest = tuple  # (name_or_path, weight) | (name_or_path, te_weight, unet_weight) | LoraTag
+
+
+@dataclass
+class LoraPatch:
+    """The job-scoped patch (pipelines.patches.JobPatch) applying `specs` at run time."""
+    specs: list
+    infotext: dict
+    name: str = "loras"
+    needs_weights: bool = True
+    hint: str = "merge them before export (sdrt export --lora)"
+
+    def apply(self, backend) -> Callable[[], None]:
+        from ..loaders.lora import apply_networks
+
+        return apply_networks(backend.unet, {"text_encoder": backend.text_encoder}, self.specs).remove
 
 
 class Networks:
@@ -22,31 +38,15 @@ class Networks:
         self.pipeline = pipeline
         self._cache: dict[str, tuple[tuple[int, int], object]] = {}
 
-    def strip_tags(self, prompts: Sequence[str]) -> tuple[list[str], list[LoraTag]]:
-        """The prompts without their extra-network tags, and the LoRA tags of the first one."""
-        stripped, first = [], None
-        for prompt in prompts:
-            text, found = parse_prompt(prompt)
-            stripped.append(text)
-            if first is None:
-                first = lora_tags(found.get("lora", []))
-        return stripped, first or []
-
-    def activate(self, tags: Sequence[LoraTag], loras: Optional[Sequence[LoraRequest]]):
-        """Apply the networks; returns (handle with .remove(), infotext extras)."""
+    def patch(self, tags: Sequence[LoraTag], loras: Optional[Sequence[LoraRequest]]) -> Optional[LoraPatch]:
+        """The job's networks (the prompt's tags, then `loras`), resolved and loaded: None when
+        there are none. Errors name the tag or argument before any weight changes."""
         requests = [(tag, self._from_folder(tag.name)) for tag in tags]
         requests += [self._from_argument(item) for item in (loras or [])]
         if not requests:
-            return None, {}
-        from ..loaders.lora import apply_networks
-
-        backend = self.pipeline.backend
-        if getattr(backend, "unet", None) is None:
-            raise ValueError(f"loras: the {getattr(backend, 'name', '?')} backend cannot apply networks at run time; "
-                             "merge them before export (sdrt export --lora)")
+            return None
         specs = [(self._load(path), tag.te_weight, tag.unet_weight) for tag, path in requests]
-        hashes = {"Lora hashes": ", ".join(f"{tag.name}: {_short_hash(path)}" for tag, path in requests)}
-        return apply_networks(backend.unet, {"text_encoder": backend.text_encoder}, specs), hashes  # last: may raise
+        return LoraPatch(specs, {"Lora hashes": ", ".join(f"{tag.name}: {_short_hash(path)}" for tag, path in requests)})
 
     def merge(self, loras: Sequence[LoraRequest]) -> list[str]:
         """Merge networks into the weights for good (for export or a merged single file); returns

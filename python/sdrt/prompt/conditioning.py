@@ -111,10 +111,3 @@ def conditioning_for_batch(prompts: Sequence[str], negatives: Sequence[str], ste
         uncond = scheduled_conditioning(negative, steps, tokenizer, encode, opts, cache)
         out.append(ImageConditioning(conds, [w for _, w in parts], uncond))
     return out
-
-
-def pad_to_length(t: torch.Tensor, length: int) -> torch.Tensor:
-    """Extend (T, D) to (length, D) by repeating the last vector (A1111's AND-batch padding)."""
-    if t.shape[0] == length:
-        return t
-    return torch.cat([t, t[-1:].expand(length - t.shape[0], -1)])

@@ -1,7 +1,9 @@
-"""Samplers (stateless, k-diffusion style), schedules and the denoiser, with A1111's names."""
+"""Samplers (stateless, k-diffusion style), schedules and the denoiser, with A1111's names.
+
+``SAMPLERS`` maps every A1111 sampler label to its SamplerInfo and ``SCHEDULERS`` lists the
+schedule types; ``get_sigmas_*`` are the schedules and ``sample_*`` the samplers."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
 
@@ -16,30 +18,11 @@ from .schedules import (get_sigmas_align_your_steps, get_sigmas_beta, get_sigmas
                         ddim_img2img_sigmas, unipc_img2img_sigmas)
 from .lcm import LCMDenoiser, sample_lcm
 from .unipc import sample_unipc
+from .sampler_info import SAMPLER_LOOPS, SamplerInfo
+from .batching import BATCH_POLICIES, FRAMES_AS_BATCH, PER_IMAGE, WHOLE_BATCH, BatchPolicy
 
 
 CHURN = ("s_churn", "s_tmin", "s_tmax", "s_noise")
-
-
-@dataclass(frozen=True)
-class SamplerInfo:
-    name: str                 # A1111's label
-    function: Callable
-    default_scheduler: str    # what "Automatic" means for it
-    options: tuple = ()       # which of eta / s_churn / s_tmin / s_tmax / s_noise it takes (as A1111 passes them)
-    discard_next_to_last_sigma: bool = False
-    brownian_noise: bool = False  # A1111 gives the SDE samplers a per-image Brownian tree (sampling.brownian)
-    # A1111's timestep samplers (DDIM, UniPC): their own sigmas `timesteps(steps, denoiser)` whatever the
-    # schedule, and they start from pure noise and end in the model's VP space (x * sqrt(alpha_bar))
-    timesteps: Optional[Callable] = None
-    # and their img2img form `(steps, t_enc, denoiser) -> (sigmas to run, sigma the init is noised to)`
-    img2img_timesteps: Optional[Callable] = None
-    # Samplers that see the model through their own denoiser (LCM's 50 original timesteps):
-    # `denoiser(base) -> denoiser`; their schedules are computed on it too, as in A1111
-    denoiser: Optional[Callable] = None
-
-    def model_denoiser(self, base):
-        return base if self.denoiser is None else self.denoiser(base)
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
@@ -138,8 +121,18 @@ def img2img_sigmas(info: SamplerInfo, sigmas: torch.Tensor, steps: int, strength
     return run, float(run[0])
 
 
-__all__ = ["img2img_sigmas", "CHURN", "LCMDenoiser", "SAMPLERS", "SCHEDULERS", "SCHEDULE_FUNCTIONS", "SamplerInfo", "get_sigmas_align_your_steps",
-           "get_sigmas_beta", "get_sigmas_ddim", "get_sigmas_exponential", "get_sigmas_karras", "get_sigmas_kl_optimal",
-           "get_sigmas_normal", "get_timestep_sigmas", "get_unipc_timestep_sigmas", "sample_unipc",
-           "get_sigmas_polyexponential", "get_sigmas_sgm_uniform", "get_sigmas_simple", "resolve_sampler", "sample_lcm", "samplers",
-           "schedule_label", "sigmas_for"]
+__all__ = [
+    # the tables: A1111 sampler name -> SamplerInfo, schedule names -> sigma functions
+    "SAMPLERS", "SCHEDULERS", "SCHEDULE_FUNCTIONS", "SAMPLER_LOOPS", "CHURN", "SamplerInfo", "samplers",
+    "resolve_sampler", "schedule_label", "sigmas_for", "img2img_sigmas",
+    # samplers (k-diffusion style functions)
+    "sample_ddim", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2m", "sample_dpmpp_2m_sde",
+    "sample_dpmpp_2s_ancestral", "sample_dpmpp_3m_sde", "sample_dpmpp_sde", "sample_euler", "sample_euler_ancestral",
+    "sample_heun", "sample_lcm", "sample_lms", "sample_unipc", "LCMDenoiser",
+    # schedules
+    "get_sigmas_align_your_steps", "get_sigmas_beta", "get_sigmas_ddim", "get_sigmas_exponential",
+    "get_sigmas_karras", "get_sigmas_kl_optimal", "get_sigmas_normal", "get_sigmas_polyexponential",
+    "get_sigmas_sgm_uniform", "get_sigmas_simple", "get_timestep_sigmas", "get_unipc_timestep_sigmas",
+    # batching policies
+    "BatchPolicy", "BATCH_POLICIES", "PER_IMAGE", "WHOLE_BATCH", "FRAMES_AS_BATCH",
+]

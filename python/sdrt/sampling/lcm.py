@@ -59,8 +59,8 @@ class LCMDenoiser(DiscreteEpsDenoiser):
         return append_zero(self.t_to_sigma(torch.linspace(start, end, n))).double()
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
-                 image_cond: torch.Tensor | None = None) -> torch.Tensor:
-        x0 = super().__call__(x, sigma, context, image_cond)  # x - sigma * eps, the UNet at the rounded timestep
+                 image_cond: torch.Tensor | None = None, extras: dict | None = None) -> torch.Tensor:
+        x0 = super().__call__(x, sigma, context, image_cond, extras)  # x - sigma * eps, the UNet at the rounded timestep
         scaled_t = self.sigma_to_t(sigma.float()).to(x.dtype).view(-1, 1, 1, 1) * TIMESTEP_SCALING
         c_skip = SIGMA_DATA**2 / (scaled_t**2 + SIGMA_DATA**2)
         c_out = scaled_t / (scaled_t**2 + SIGMA_DATA**2) ** 0.5

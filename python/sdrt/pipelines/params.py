@@ -1,0 +1,174 @@
+"""GenerationParams: one job's parameters with A1111's field names, shared by the Python API, the
+CLI and the server, and validated in one place.
+
+Each field's metadata says what every front end needs to know about it, so a feature adds a
+field once: ``server`` (A1111's HTTP API default where it differs from the Python API's),
+``bounds`` (inclusive range checked here and written into the server's request schema),
+``cli`` (the command-line flags) and ``help``. docs/parameters.md has the table of defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from PIL import Image
+
+MAX_PROMPT_CHARS = 65536  # ~870 chunks of 75 tokens: far past any useful prompt, refused before any work
+_SAME = object()          # metadata "server": the server default equals the Python API's
+
+
+class ParamError(ValueError):
+    """A parameter the pipeline cannot run; `field` names it (the server answers 422 with it)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def param(default: Any = None, *, server: Any = _SAME, server_note: str = "", bounds: tuple | None = None,
+          cli: tuple = (), help: str = "", img2img: bool = False, factory: Callable | None = None):
+    """A field with its metadata: `server` a different default value in A1111's HTTP API,
+    `server_note` where the server takes the value from instead (an option, a tag)."""
+    meta = {"server": server, "server_note": server_note, "bounds": bounds, "cli": cli, "help": help,
+            "img2img": img2img}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class GenerationParams:
+    prompt: str | Sequence[str] = param("", help="the prompt (A1111 syntax), or one per image")
+    negative_prompt: str | Sequence[str] = param("", cli=("-n", "--negative-prompt"))
+    steps: int = param(20, server=50, bounds=(1, None), cli=("--steps",))
+    sampler_name: str = param("Euler a", server="Euler", cli=("--sampler",),
+                              help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'")
+    scheduler: str = param("Automatic", cli=("--scheduler",), help="A1111 schedule type, e.g. 'Karras'")
+    cfg_scale: float = param(7.0, bounds=(None, None), cli=("--cfg-scale",))
+    width: Optional[int] = param(None, server=512, bounds=(8, None), cli=("--width",),
+                                 help="pixels, a multiple of 8 (default: the model's native size)")
+    height: Optional[int] = param(None, server=512, bounds=(8, None), cli=("--height",))
+    seed: int = param(-1, cli=("--seed",), help="-1: random")
+    subseed: int = param(-1, cli=("--subseed",), help="variation seed")
+    subseed_strength: float = param(0.0, bounds=(0.0, 1.0), cli=("--subseed-strength",), help="variation strength")
+    batch_size: int = param(1, bounds=(1, None), cli=("--batch-size",))
+    n_iter: int = param(1, bounds=(1, None), cli=("--n-iter",))
+    clip_skip: int = param(1, server_note="option CLIP_stop_at_last_layers", bounds=(1, None), cli=("--clip-skip",))
+    eta: Optional[float] = param(None, server_note="options eta_ancestral / eta_ddim", bounds=(None, None),
+                                 cli=("--eta",), help="default: the sampler's own (1 ancestral/SDE, 0 DDIM)")
+    s_churn: float = param(0.0, server_note="option s_churn", bounds=(None, None), cli=("--s-churn",))
+    s_tmin: float = param(0.0, server_note="option s_tmin", bounds=(None, None), cli=("--s-tmin",))
+    s_tmax: float = param(math.inf, server_note="0 or unset means inf", cli=("--s-tmax",))
+    s_noise: float = param(1.0, server_note="option s_noise", bounds=(None, None), cli=("--s-noise",))
+    eta_noise_seed_delta: int = param(0, server_note="option eta_noise_seed_delta", cli=("--ensd",),
+                                      help="A1111's ENSD (31337 reproduces NovelAI-style seeds)")
+    loras: Optional[Sequence] = param(None, server_note="<lora:...> tags in the prompt only",
+                                      help="[(name_or_path, weight) | (name_or_path, te_weight, unet_weight)]")
+    # img2img and inpainting
+    init_images: Sequence[Image.Image] = param(factory=list, img2img=True, server_note="base64 images")
+    denoising_strength: float = param(0.75, bounds=(0.0, 1.0), img2img=True, cli=("--denoising-strength",))
+    resize_mode: int = param(0, bounds=(0, 2), img2img=True, cli=("--resize-mode",),
+                             help="0 just resize, 1 crop and resize, 2 resize and fill")
+    mask: Optional[Image.Image] = param(None, img2img=True, server_note="a base64 image",
+                                    help="inpainting mask image (white = repaint)")
+    mask_blur: float = param(4, bounds=(0, 64), img2img=True, cli=("--mask-blur",))
+    inpainting_fill: int = param(1, server=0, bounds=(0, 3), img2img=True, cli=("--inpainting-fill",),
+                                 help="0 fill, 1 original, 2 latent noise, 3 latent nothing")
+    inpainting_mask_invert: bool = param(False, img2img=True, cli=("--invert-mask",))
+    inpaint_full_res: bool = param(False, server=True, img2img=True, cli=("--only-masked",),
+                                   help="inpaint only the masked area, at full resolution")
+    inpaint_full_res_padding: int = param(32, server=0, bounds=(0, 256), img2img=True,
+                                          cli=("--only-masked-padding",), help="pixels around the mask's box")
+
+    def __post_init__(self):
+        if isinstance(self.init_images, Image.Image):
+            self.init_images = [self.init_images]
+
+    @property
+    def is_img2img(self) -> bool:
+        return bool(self.init_images)
+
+    def sized(self, default_size: int) -> "GenerationParams":
+        """A copy with width/height filled in from the model's native size."""
+        return dataclasses.replace(self, width=default_size if self.width is None else int(self.width),
+                                   height=default_size if self.height is None else int(self.height))
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field ("name=value; ...") for anything the pipeline cannot
+        run. Sampler and schedule names are checked where they are resolved (prepare)."""
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 8 or value % 8):
+                raise ParamError(name, f"{name}={value}; must be a positive multiple of 8")
+        for f in dataclasses.fields(self):
+            value, bounds = getattr(self, f.name), f.metadata["bounds"]
+            if bounds is not None and value is not None:
+                _check_bounds(f.name, value, bounds, f.metadata["help"])
+        per_image(self.prompt, self.batch_size, "prompt")
+        per_image(self.negative_prompt, self.batch_size, "negative_prompt")
+        self._validate_images()
+
+    def _validate_images(self) -> None:
+        images = self.init_images
+        if not isinstance(images, (list, tuple)) or not all(isinstance(im, Image.Image) for im in images):
+            raise ParamError("init_images", "init_images: expected a PIL image or a non-empty list of PIL images")
+        if self.mask is None:
+            return
+        if not isinstance(self.mask, Image.Image):
+            raise ParamError("mask", "mask: expected a PIL image (white = repaint)")
+        if not images:
+            raise ParamError("mask", "mask: given without init_images; inpainting needs the image to paint into")
+        if self.mask.size != images[0].size:
+            raise ParamError("mask", f"mask: size {self.mask.size[0]}x{self.mask.size[1]} does not match the init image's "
+                             f"{images[0].size[0]}x{images[0].size[1]}")
+
+
+def _check_bounds(name: str, value, bounds: tuple, meaning: str = "") -> None:
+    lo, hi = bounds
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ParamError(name, f"{name}={value!r}; must be a number") from None
+    if not math.isfinite(number):
+        raise ParamError(name, f"{name}={value}; must be a finite number")
+    if lo is not None and hi is not None and not lo <= number <= hi:
+        raise ParamError(name, f"{name}={value}; must be in [{lo:g}, {hi:g}]" + (f" ({meaning})" if meaning else ""))
+    if lo is not None and number < lo:
+        raise ParamError(name, f"{name}={value}; must be >= {lo:g}")
+
+
+def per_image(value: str | Sequence[str], batch_size: int, name: str) -> list[str]:
+    """One string per image of a batch: a string for all, or a list of batch_size strings."""
+    values = [value] * int(batch_size) if isinstance(value, str) else list(value)
+    if len(values) != batch_size or not all(isinstance(v, str) for v in values):
+        raise ParamError(name, f"{name}: expected a string or a list of {batch_size} strings (one per image)")
+    for v in values:
+        if len(v) > MAX_PROMPT_CHARS:
+            raise ParamError(name, f"{name}: {len(v)} characters; at most {MAX_PROMPT_CHARS}")
+    return values
+
+
+def server_defaults() -> dict[str, Any]:
+    """Fields whose A1111 HTTP API default value differs from the Python API's."""
+    return {f.name: f.metadata["server"] for f in dataclasses.fields(GenerationParams)
+            if f.metadata["server"] is not _SAME}
+
+
+def defaults_table() -> str:
+    """The Markdown table of docs/parameters.md: every field with its Python API / CLI default and
+    the server's, from the field metadata (a test keeps the page equal to this)."""
+    rows = ["| field | Python API and CLI | CLI flag | `sdrt serve` (A1111 API) |", "|---|---|---|---|"]
+    for f in dataclasses.fields(GenerationParams):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        meta = f.metadata
+        server = meta["server_note"] or (repr(meta["server"]) if meta["server"] is not _SAME else "same")
+        python = "model's native size" if f.name in ("width", "height") else repr(default)
+        flag = ", ".join(f"`{c}`" for c in meta["cli"]) or ("positional" if f.name == "prompt" else "")
+        if f.name == "init_images":
+            flag = "positional `init_image`"
+        elif f.name == "mask":
+            flag = "`--mask` (a file)"
+        rows.append(f"| `{f.name}`{' (img2img)' if meta['img2img'] else ''} | {python} | {flag} | {server} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,72 @@
+"""GenerationParams: validation in one place, the wrappers' keywords, the CLI built from it, the
+docs table generated from it."""
+import dataclasses
+import os
+
+import pytest
+from PIL import Image
+
+from sdrt.cli import build_parser
+from sdrt.cli_generation import params_from_args
+from sdrt.pipelines import GenerationParams, Pipeline
+from sdrt.pipelines.params import defaults_table, server_defaults
+
+DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "parameters.md")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(steps=0), r"^steps=0; must be >= 1$"),
+    (dict(n_iter=0), r"^n_iter=0; must be >= 1$"),
+    (dict(width=100), r"^width=100; must be a positive multiple of 8$"),
+    (dict(height=8.5), r"^height=8.5; must be a positive multiple of 8$"),
+    (dict(cfg_scale=float("inf")), r"^cfg_scale=inf; must be a finite number$"),
+    (dict(eta="high"), r"^eta='high'; must be a number$"),
+    (dict(denoising_strength=-0.1), r"^denoising_strength=-0.1; must be in \[0, 1\]$"),
+    (dict(resize_mode=3), r"^resize_mode=3; must be in \[0, 2\] \(0 just resize"),
+    (dict(mask_blur=65), r"^mask_blur=65; must be in \[0, 64\]"),
+    (dict(negative_prompt=["a", "b"]), r"^negative_prompt: expected a string or a list of 1 strings"),
+    (dict(init_images=[Image.new("RGB", (8, 8)), "x.png"]), r"^init_images: expected a PIL image"),
+    (dict(mask=Image.new("L", (8, 8))), r"^mask: given without init_images"),
+    (dict(init_images=Image.new("RGB", (8, 8)), mask="m.png"), r"^mask: expected a PIL image"),
+])
+def test_validation_names_the_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GenerationParams(prompt="x", **kwargs).validate()
+
+
+def test_defaults_and_server_differences():
+    p = GenerationParams()
+    assert (p.steps, p.sampler_name, p.cfg_scale, p.inpainting_fill, p.inpaint_full_res_padding) == \
+        (20, "Euler a", 7.0, 1, 32)
+    assert server_defaults() == {"steps": 50, "sampler_name": "Euler", "width": 512, "height": 512,
+                                 "inpainting_fill": 0, "inpaint_full_res": True, "inpaint_full_res_padding": 0}
+    assert p.sized(64).width == 64 and GenerationParams(width=128).sized(64).width == 128
+
+
+def test_docs_table_is_generated_from_the_fields():
+    with open(DOCS, encoding="utf-8") as f:
+        assert defaults_table() in f.read()
+
+
+def test_wrappers_refuse_fields_of_the_other_mode():
+    with pytest.raises(TypeError, match="txt2img.*'denoising_strength'"):
+        Pipeline.txt2img(object(), "x", denoising_strength=0.5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'stepz'"):
+        GenerationParams(prompt="x", stepz=3)
+
+
+def test_cli_options_come_from_the_fields(tmp_path):
+    init, mask = tmp_path / "i.png", tmp_path / "m.png"
+    Image.new("RGB", (64, 64)).save(init)
+    Image.new("L", (64, 64)).save(mask)
+    args = build_parser().parse_args(["img2img", str(init), "a cat", "--steps", "7", "--sampler", "DDIM", "--eta", "0.3",
+                                      "--mask", str(mask), "--only-masked", "--ensd", "31337", "-n", "dog"])
+    p = params_from_args(args)
+    assert (p.prompt, p.negative_prompt, p.steps, p.sampler_name, p.eta, p.inpaint_full_res,
+            p.eta_noise_seed_delta) == ("a cat", "dog", 7, "DDIM", 0.3, True, 31337)
+    assert p.init_images[0].size == (64, 64) and p.mask.mode == "L"
+    defaults = params_from_args(build_parser().parse_args(["txt2img", "a cat"]))
+    plain = GenerationParams(prompt="a cat")
+    assert all(getattr(defaults, f.name) == getattr(plain, f.name) for f in dataclasses.fields(plain))
+    t2i_flags = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["txt2img"]._actions}
+    assert "denoising_strength" not in t2i_flags and "steps" in t2i_flags
