@@ -13,20 +13,51 @@ palettization (``palettize_bits``) clusters weights into 2^n values with coremlt
 """
 from __future__ import annotations
 
-import json
+import contextlib
+import io
+import logging
 import os
+import sys
 import time
 import warnings
 from typing import Callable, Optional, Sequence
 
 import torch
 
+from sdrt.backends import manifests
 from sdrt.backends.attention import SplitEinsumAttnProcessor, attention_processors
 
+from .common import check_components, check_writable, model_facts, require_torch_pipeline, with_loras
 from .specs import COMPONENTS, TOKENS
 
-MANIFEST = "sdrt_coreml.json"
+MANIFEST = manifests.COREML
 ATTENTION = ("original", "split_einsum")
+PALETTIZE_BITS = (1, 2, 3, 4, 6, 8)  # what Core ML's lookup tables take
+
+
+@contextlib.contextmanager
+def _quiet():
+    """coremltools' chatter held back: off macOS its import logs a "Failed to load _ML...Proxy" line
+    per prediction binding (prediction is macOS-only; conversion, all sdrt uses it for, works
+    without them), and conversion draws progress bars and logs int64 -> int32 casts of constants.
+    Replayed on stderr when the conversion fails, where it may explain why."""
+    logger = logging.getLogger("coremltools")
+    level, held = logger.level, io.StringIO()
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    except BaseException:
+        sys.stderr.write(held.getvalue())
+        raise
+    finally:
+        logger.setLevel(level)
+
+
+def _coremltools():
+    with _quiet():
+        import coremltools
+    return coremltools
 
 
 def sample_inputs(pipe, component: str, *, size: Optional[int] = None) -> tuple[torch.Tensor, ...]:
@@ -49,78 +80,65 @@ def sample_inputs(pipe, component: str, *, size: Optional[int] = None) -> tuple[
 def convert_component(pipe, component: str, path: str, *, size: Optional[int] = None, attention: str = "original",
                       palettize_bits: Optional[int] = None):
     """One component -> an .mlpackage at `path`; returns the coremltools model."""
-    import coremltools as ct
-
+    ct = _coremltools()
     if component not in COMPONENTS:
         raise ValueError(f"component {component!r} unknown; valid: {', '.join(COMPONENTS)}")
     if attention not in ATTENTION:
         raise ValueError(f"attention={attention!r}; valid: {', '.join(ATTENTION)}")
+    if palettize_bits is not None and palettize_bits not in PALETTIZE_BITS:  # before minutes of conversion
+        raise ValueError(f"palettize_bits={palettize_bits}; Core ML palettizes to 1, 2, 3, 4, 6 or 8 bits")
     spec = COMPONENTS[component]
     module = spec.wrap(pipe).eval().float()
     processor = SplitEinsumAttnProcessor() if attention == "split_einsum" else None
-    with attention_processors(getattr(pipe, "unet", None) if component == "unet" else None, processor):
-        sample = sample_inputs(pipe, component, size=size)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.export.export(module, sample).run_decompositions({})
-            model = ct.convert(program, minimum_deployment_target=ct.target.macOS14,
-                               compute_precision=ct.precision.FLOAT16, convert_to="mlprogram",
-                               inputs=[ct.TensorType(name=t.name, shape=v.shape) for t, v in zip(spec.inputs, sample)],
-                               outputs=[ct.TensorType(name=t.name) for t in spec.outputs])
-    if palettize_bits is not None:
-        model = _palettize(model, palettize_bits)
-    model.short_description = f"sdrt {component} ({attention} attention)"
-    model.save(path)
+    sample = sample_inputs(pipe, component, size=size)
+    with attention_processors(getattr(pipe, "unet", None) if component == "unet" else None, processor), \
+            warnings.catch_warnings(), torch.no_grad(), _quiet():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(module, sample).run_decompositions({})
+        model = ct.convert(program, minimum_deployment_target=ct.target.macOS14,
+                           compute_precision=ct.precision.FLOAT16, convert_to="mlprogram",
+                           inputs=[ct.TensorType(name=t.name, shape=v.shape) for t, v in zip(spec.inputs, sample)],
+                           outputs=[ct.TensorType(name=t.name) for t in spec.outputs])
+        if palettize_bits is not None:
+            model = _palettize(model, palettize_bits)
+        model.short_description = f"sdrt {component} ({attention} attention)"
+        model.save(path)
     return model
 
 
 def _palettize(model, bits: int):
     from coremltools.optimize.coreml import OpPalettizerConfig, OptimizationConfig, palettize_weights
 
-    if bits not in (1, 2, 3, 4, 6, 8):
-        raise ValueError(f"palettize_bits={bits}; Core ML palettizes to 1, 2, 3, 4, 6 or 8 bits")
     # uniform clusters: k-means would need scikit-learn and minutes per UNet
     config = OptimizationConfig(global_config=OpPalettizerConfig(mode="uniform", nbits=bits))
     return palettize_weights(model, config)
 
 
-def to_coreml(model, out_dir: str, *, components: Sequence[str] | None = None, size: Optional[int] = None,
+def to_coreml(pipe, out_dir: str, *, components: Sequence[str] | None = None, size: Optional[int] = None,
               attention: str = "original", palettize_bits: Optional[int] = None, loras: Sequence | None = None,
-              models_dir: str | None = None, progress: Optional[Callable[[str], None]] = None) -> dict:
-    """Export `model` ("toy", a folder, a checkpoint or a loaded Pipeline) to `out_dir` as
-    .mlpackage files plus sdrt_coreml.json (names, shapes, model facts)."""
-    import copy
-
+              progress: Optional[Callable[[str], None]] = None, in_place: bool = False) -> dict:
+    """Export a loaded torch-backend Pipeline (``sdrt.load(model)``) to `out_dir` as .mlpackage
+    files plus sdrt_coreml.json (names, shapes, model facts). `loras` are merged first, into a copy
+    of `pipe` unless `in_place`."""
     from sdrt import __version__
-    from sdrt.loading import load
 
-    from .onnx_export import _check_writable, _model_facts
-
-    names = list(components or ("text_encoder", "unet", "vae_decoder"))
-    unknown = [n for n in names if n not in COMPONENTS]
-    if unknown:
-        raise ValueError(f"components: {', '.join(unknown)} unknown; valid: {', '.join(COMPONENTS)}")
-    _check_writable(out_dir)
+    names = check_components(components or ("text_encoder", "unet", "vae_decoder"), COMPONENTS)
+    require_torch_pipeline(pipe, exporter="to_coreml")
+    check_writable(out_dir)
     say = progress or (lambda message: None)
-    given_pipeline = not isinstance(model, (str, os.PathLike))
-    pipe = model if given_pipeline else load(model, models_dir=models_dir)
-    if loras:
-        pipe = copy.deepcopy(pipe) if given_pipeline else pipe
-        say(f"merging {', '.join(pipe.networks.merge(loras))}")
-    manifest = {"format": 1, "sdrt_version": __version__, "attention": attention, "palettize_bits": palettize_bits,
-                "model": _model_facts(pipe), "components": {}}
+    pipe = with_loras(pipe, loras, say, in_place=in_place)
+    manifest = {"format": manifests.FORMAT, "sdrt_version": __version__, "attention": attention,
+                "palettize_bits": palettize_bits, "model": model_facts(pipe), "components": {}}
     for name in names:
         started = time.perf_counter()
         path = os.path.join(out_dir, f"{name}.mlpackage")
         converted = convert_component(pipe, name, path, size=size, attention=attention, palettize_bits=palettize_bits)
         description = converted.get_spec().description
-        manifest["components"][name] = {
+        entry = manifest["components"][name] = {
             "file": f"{name}.mlpackage",
             "inputs": {i.name: list(i.type.multiArrayType.shape) for i in description.input},
             "outputs": {o.name: list(o.type.multiArrayType.shape) for o in description.output},
             "seconds": round(time.perf_counter() - started, 2)}
-        say(f"{name}: {manifest['components'][name]['inputs']} -> {manifest['components'][name]['outputs']} "
-            f"in {manifest['components'][name]['seconds']} s")
-    with open(os.path.join(out_dir, MANIFEST), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
+        say(f"{name}: {entry['inputs']} -> {entry['outputs']} in {entry['seconds']} s")
+    manifests.write_manifest(out_dir, MANIFEST, manifest)
     return manifest

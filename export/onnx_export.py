@@ -12,7 +12,6 @@ thing is a no-op.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -22,79 +21,80 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from sdrt.backends import manifests
+
+from .common import check_components, check_writable, model_facts, require_torch_pipeline, with_loras
 from .specs import COMPONENTS, PROFILES
 
-MANIFEST = "sdrt_export.json"
-FORMAT = 1
+MANIFEST = manifests.ONNX
+FORMAT = manifests.FORMAT
 OPSET = 17
 EXTERNAL_DATA_ABOVE = 1_800_000_000  # protobuf's limit is 2 GB for the whole file
 
 
-def to_onnx(model, out_dir: str, *, fp16: bool = False, loras: Sequence | None = None,
-            components: Sequence[str] | None = None, models_dir: str | None = None,
-            progress: Optional[Callable[[str], None]] = None) -> dict:
-    """Export `model` ("toy", a diffusers folder, a checkpoint file or name, or a loaded Pipeline)
-    to `out_dir`; returns the manifest. `loras` [(name_or_path, weight), ...] are merged first (a
-    loaded Pipeline is copied, not changed)."""
-    import onnx
-
+def to_onnx(pipe, out_dir: str, *, fp16: bool = False, loras: Sequence | None = None,
+            components: Sequence[str] | None = None, progress: Optional[Callable[[str], None]] = None,
+            in_place: bool = False) -> dict:
+    """Export a loaded torch-backend Pipeline (``sdrt.load(model)``) to `out_dir`; returns the
+    manifest. `loras` [(name_or_path, weight), ...] are merged first, into a copy of `pipe` unless
+    `in_place` (which saves a model's worth of memory when the unmerged model is not needed)."""
     from sdrt import __version__
-    from sdrt.loading import load
 
-    names = list(components or COMPONENTS)
-    unknown = [n for n in names if n not in COMPONENTS]
-    if unknown:
-        raise ValueError(f"components: {', '.join(unknown)} unknown; valid: {', '.join(COMPONENTS)}")
-    _check_writable(out_dir)
+    names = check_components(components or COMPONENTS, COMPONENTS)
+    require_torch_pipeline(pipe, exporter="to_onnx")
+    check_writable(out_dir)
     say = progress or (lambda message: None)
-    pipe = load(model, models_dir=models_dir) if isinstance(model, (str, os.PathLike)) else model
-    if not hasattr(pipe, "unet") or pipe.unet is None:
-        raise ValueError("model: expected a model name/path or a Pipeline on the torch backend")
-    if loras:
-        pipe = copy.deepcopy(pipe) if not isinstance(model, (str, os.PathLike)) else pipe
-        say(f"merging {', '.join(pipe.networks.merge(loras))}")
+    pipe = with_loras(pipe, loras, say, in_place=in_place)
     options = {"fp16": bool(fp16), "opset": OPSET, "components": names, "format": FORMAT,
                "loras": [list(map(str, lora)) for lora in loras or []]}
     content_hash = _content_hash(pipe, options)
-    previous = _read_manifest(out_dir)
+    previous = manifests.try_read_manifest(out_dir, MANIFEST)
     if previous is not None and previous.get("content_hash") == content_hash and all(
             os.path.isfile(os.path.join(out_dir, c["file"])) for c in previous["components"].values()):
         say("unchanged since the last export (same weights and options): nothing to do")
         return previous
-    manifest = {"format": FORMAT, "sdrt_version": __version__, "content_hash": content_hash, "precision":
-                "fp16" if fp16 else "fp32", "opset": OPSET, "components": {}, "model": _model_facts(pipe),
-                "loras": options["loras"],
-                "profile": PROFILES.get(pipe.info.family, PROFILES["sd1"])}
-    manifest["model_sigmas"] = [float(s) for s in pipe.denoiser.sigmas]  # the discrete noise schedule
-    # widths the engine profiles need (tensorrt_export.shape_profile)
-    manifest["widths"] = {"context_width": int(pipe.unet.config.cross_attention_dim),
-                          "text_width": int(pipe.text_encoder.config.hidden_size)}
+    manifest = {"format": FORMAT, "sdrt_version": __version__, "content_hash": content_hash,
+                "precision": "fp16" if fp16 else "fp32", "opset": OPSET, "components": {},
+                "model": model_facts(pipe), "loras": options["loras"],
+                "profile": PROFILES.get(pipe.info.family, PROFILES["sd1"]),
+                "model_sigmas": [float(s) for s in pipe.denoiser.sigmas],  # the discrete noise schedule
+                # widths the engine profiles need (tensorrt_export.shape_profile)
+                "widths": {"context_width": int(pipe.unet.config.cross_attention_dim),
+                           "text_width": int(pipe.text_encoder.config.hidden_size)}}
     for name in names:
-        spec = COMPONENTS[name]
-        started = time.perf_counter()
-        path = os.path.join(out_dir, name, "model.onnx")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        _export_component(pipe, spec, path, fp16)
-        onnx.checker.check_model(path)  # by path: works past 2 GB with external data
-        manifest["components"][name] = {
-            "file": os.path.join(name, "model.onnx"),
-            "inputs": [t.name for t in spec.inputs], "outputs": [t.name for t in spec.outputs],
-            "bytes": _size(os.path.dirname(path)), "seconds": round(time.perf_counter() - started, 2),
-            "parity_max_abs_error": parity_error(pipe, spec, path)}
-        entry = manifest["components"][name]
-        say(f"{name}: {entry['bytes'] / 2**20:.1f} MiB in {entry['seconds']} s, "
-            f"ONNX Runtime vs torch max |error| {entry['parity_max_abs_error']:.2e}")
-    if "text_encoder" in names:  # the token lookup runs outside the graph (textual inversion replaces rows)
-        table = pipe.text_encoder.get_input_embeddings().weight.detach().float().cpu().numpy()
-        np.save(os.path.join(out_dir, "text_encoder", "token_embedding.npy"), table.astype(np.float16 if fp16
-                                                                                            else np.float32))
-        manifest["text_layers"] = int(pipe.text_encoder.config.num_hidden_layers)
-        manifest["text_width"] = int(pipe.text_encoder.config.hidden_size)
-    tmp = os.path.join(out_dir, MANIFEST + ".partial")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
-    os.replace(tmp, os.path.join(out_dir, MANIFEST))  # written last: a half export is never taken as done
+        manifest["components"][name] = _export_and_measure(pipe, COMPONENTS[name], out_dir, fp16, say)
+    if "text_encoder" in names:
+        manifest.update(_save_token_embedding(pipe, out_dir, fp16))
+    manifests.write_manifest(out_dir, MANIFEST, manifest)  # last: a half export is never taken as done
     return manifest
+
+
+def _export_and_measure(pipe, spec, out_dir: str, fp16: bool, say: Callable[[str], None]) -> dict:
+    """One component into out_dir/<name>/model.onnx, checked; its manifest entry."""
+    import onnx
+
+    started = time.perf_counter()
+    path = os.path.join(out_dir, spec.name, "model.onnx")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _export_component(pipe, spec, path, fp16)
+    onnx.checker.check_model(path)  # by path: works past 2 GB with external data
+    entry = {"file": os.path.join(spec.name, "model.onnx"),
+             "inputs": [t.name for t in spec.inputs], "outputs": [t.name for t in spec.outputs],
+             "bytes": _size(os.path.dirname(path)), "seconds": round(time.perf_counter() - started, 2),
+             "parity_max_abs_error": parity_error(pipe, spec, path)}
+    say(f"{spec.name}: {entry['bytes'] / 2**20:.1f} MiB in {entry['seconds']} s, "
+        f"ONNX Runtime vs torch max |error| {entry['parity_max_abs_error']:.2e}")
+    return entry
+
+
+def _save_token_embedding(pipe, out_dir: str, fp16: bool) -> dict:
+    """The token lookup runs outside the graph (textual inversion replaces rows): its table beside
+    the text encoder, and the facts the backend needs for clip skip and embedding widths."""
+    table = pipe.text_encoder.get_input_embeddings().weight.detach().float().cpu().numpy()
+    np.save(os.path.join(out_dir, "text_encoder", "token_embedding.npy"),
+            table.astype(np.float16 if fp16 else np.float32))
+    return {"text_layers": int(pipe.text_encoder.config.num_hidden_layers),
+            "text_width": int(pipe.text_encoder.config.hidden_size)}
 
 
 def export_component(pipe, name: str, path: str, *, fp16: bool = False) -> None:
@@ -160,13 +160,6 @@ def parity_error(pipe, spec, path: str) -> float:
     return float(np.abs(got.astype(np.float32) - want).max())
 
 
-def _model_facts(pipe) -> dict:
-    info = pipe.info
-    return {"name": info.name, "scaling_factor": info.scaling_factor, "default_size": info.default_size,
-            "latent_channels": info.latent_channels, "unet_in_channels": info.unet_in_channels,
-            "prediction_type": info.prediction_type, "family": info.family, "hash": info.hash}
-
-
 def _content_hash(pipe, options: dict) -> str:
     """sha256 over every weight of the three modules (names, dtypes, bytes) and the options."""
     h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
@@ -176,24 +169,6 @@ def _content_hash(pipe, options: dict) -> str:
             h.update(str(tensor.dtype).encode())
             h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def _read_manifest(out_dir: str) -> Optional[dict]:
-    try:
-        with open(os.path.join(out_dir, MANIFEST), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _check_writable(out_dir: str) -> None:
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as exc:
-        raise PermissionError(f"out_dir={out_dir!r}: cannot create it ({exc.strerror}); choose a writable folder") \
-            from None
-    if not os.access(out_dir, os.W_OK):
-        raise PermissionError(f"out_dir={out_dir!r}: not writable; choose a writable folder")
 
 
 def _size(folder: str) -> int:

@@ -18,10 +18,12 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from sdrt.backends import manifests
+from sdrt.backends.exported import Profile, Shape, check_in_profile  # noqa: F401  (the backend checks at run time)
+
 from .specs import COMPONENTS, PROFILES, TOKENS
 
-Shape = tuple[int, ...]
-Profile = dict[str, tuple[Shape, Shape, Shape]]  # input -> (min, opt, max)
+MANIFEST = manifests.TENSORRT
 
 
 def shape_profile(component: str, model: Mapping, *, family: str | None = None,
@@ -56,16 +58,6 @@ def shape_profile(component: str, model: Mapping, *, family: str | None = None,
                 per_axis.append(dims[axis])
         profile[spec.name] = tuple(tuple(a[i] for a in per_axis) for i in range(3))
     return profile
-
-
-def check_in_profile(profile: Profile, shapes: Mapping[str, Shape], *, engine: str = "engine") -> None:
-    """Refuse inputs outside the engine's range, naming the input, the axis and what to rebuild."""
-    for name, shape in shapes.items():
-        lo, _, hi = profile[name]
-        for axis, (value, a, b) in enumerate(zip(shape, lo, hi)):
-            if not a <= value <= b:
-                raise ValueError(f"{engine}: input {name!r} axis {axis} is {value}, outside the engine's range {a}-{b}; "
-                                 "rebuild the engine with a wider profile (sdrt export --to tensorrt --size/--batch)")
 
 
 def engine_cache_key(onnx_sha256: str, profile: Profile, *, fp16: bool, refittable: bool,
@@ -175,26 +167,18 @@ def _exists(path: str) -> bool:
     return os.path.isfile(path)
 
 
-MANIFEST = "sdrt_tensorrt.json"
-
-
 def plan_engines(onnx_dir: str, *, fp16: bool = True, batch: tuple[int, int] | None = None,
                  size: tuple[int, int] | None = None, text_chunks: tuple[int, int] | None = None,
                  tensorrt_version: str = "?", device: str = "?") -> dict:
     """What to build from an ONNX export: per component its profile, engine file and cache key,
     plus what the backend needs (model facts, noise schedule, text layers). Needs no TensorRT."""
-    from .onnx_export import MANIFEST as ONNX_MANIFEST
-
-    path = os.path.join(onnx_dir, ONNX_MANIFEST)
-    if not os.path.isfile(path):
-        raise ValueError(f"{onnx_dir}: not an ONNX export (no {ONNX_MANIFEST}); run `sdrt export MODEL --to onnx` first")
-    with open(path, encoding="utf-8") as f:
-        onnx_manifest = json.load(f)
+    onnx_manifest = manifests.read_manifest(onnx_dir, manifests.ONNX)
     if onnx_manifest.get("precision") != "fp32":
         raise ValueError(f"{onnx_dir}: build engines from an fp32 ONNX export (TensorRT makes its own fp16)")
     facts = {**onnx_manifest["model"], **onnx_manifest["widths"]}
-    plan = {"format": 1, "fp16": fp16, "model": onnx_manifest["model"], "model_sigmas": onnx_manifest["model_sigmas"],
-            "text_layers": onnx_manifest.get("text_layers"), "onnx": os.path.abspath(onnx_dir), "components": {}}
+    plan = {"format": manifests.FORMAT, "fp16": fp16, "model": onnx_manifest["model"],
+            "model_sigmas": onnx_manifest["model_sigmas"], "text_layers": onnx_manifest.get("text_layers"),
+            "onnx": os.path.abspath(onnx_dir), "components": {}}
     for name, component in onnx_manifest["components"].items():
         onnx_file = os.path.join(onnx_dir, component["file"])
         profile = shape_profile(name, facts, batch=batch, size=size, text_chunks=text_chunks)
@@ -232,8 +216,7 @@ def to_tensorrt(onnx_dir: str, out_dir: str, *, fp16: bool = True, batch=None, s
         os.makedirs(os.path.join(out_dir, "text_encoder"), exist_ok=True)
         shutil.copyfile(os.path.join(onnx_dir, "text_encoder", "token_embedding.npy"),
                         os.path.join(out_dir, "text_encoder", "token_embedding.npy"))
-    with open(os.path.join(out_dir, MANIFEST), "w", encoding="utf-8") as f:
-        json.dump(plan, f, indent=2)
+    manifests.write_manifest(out_dir, MANIFEST, plan)
     return plan
 
 

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -28,6 +29,26 @@ def test_info_console_script_runs_offline():
     out = subprocess.run([exe, "info"], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.startswith("sdrt ")
     assert "CUDA kernels: " in out.stdout and "torch" in out.stdout
+
+
+def test_info_and_help_print_only_sdrt_lines():
+    """Optional backends are not imported to report them: coremltools, for one, logs a "Failed to
+    load _MLModelProxy" line per prediction binding off macOS and warns about torch versions."""
+    from sdrt.cli import build_parser
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    exe = os.path.join(os.path.dirname(sys.executable), "sdrt")
+    out = subprocess.run([exe, "info"], capture_output=True, text=True, check=True, env=env)
+    assert out.stderr == ""
+    own = re.compile(r"(sdrt \S+  \(Python |sdrt\._C  |extension  |backends$|devices$|  [a-z]\S* +\S)")
+    for line in out.stdout.splitlines():
+        assert own.match(line), line
+        assert not re.search(r"Failed to load|[Ww]arning|has not been tested|Traceback", line), line
+    commands = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices).choices
+    assert {"info", "txt2img", "img2img", "export", "convert", "bench"} <= set(commands)
+    for command in commands:
+        out = subprocess.run([exe, command, "--help"], capture_output=True, text=True, check=True, env=env)
+        assert out.stderr == "" and out.stdout.startswith(f"usage: sdrt {command}"), command
 
 
 def test_no_command_prints_help_and_fails(capsys):

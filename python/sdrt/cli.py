@@ -14,114 +14,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _output_paths(out: str, count: int) -> list[str]:
-    if count == 1:
-        return [out]
-    stem, dot, ext = out.rpartition(".")
-    stem, ext = (stem, ext) if dot else (out, "png")
-    return [f"{stem}-{i:02d}.{ext}" for i in range(count)]
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .cli_generation import run_generation
 
-
-def _open_image(path: str, what: str):
-    import os
-
-    from PIL import Image
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} {path}: no such file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except OSError as exc:
-        raise ValueError(f"{what} {path}: not a readable image ({exc})") from exc
-
-
-def _generate(args: argparse.Namespace, mode: str) -> int:
-    import os
-
-    from . import load
-    from .pipelines.png import save_png
-
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        raise FileNotFoundError(f"output folder {out_dir} does not exist")
-    common = dict(steps=args.steps, sampler_name=args.sampler, scheduler=args.scheduler, cfg_scale=args.cfg_scale,
-                  width=args.width, height=args.height, seed=args.seed, batch_size=args.batch_size,
-                  n_iter=args.n_iter, clip_skip=args.clip_skip, subseed=args.subseed,
-                  subseed_strength=args.subseed_strength)
-    if mode == "img2img":
-        init = _open_image(args.init_image, "init image")
-        mask = _open_image(args.mask, "mask") if args.mask else None
-    extra = {"attention": args.attention} if args.backend == "torch" else {}
-    pipe = load(args.model, backend=args.backend, device=args.device, vae=args.vae, models_dir=args.models_dir,
-                embeddings_dir=args.embeddings_dir, sampler_loop=args.sampler_loop, **extra)
-    if pipe.embeddings is not None and pipe.embeddings.skipped and not args.quiet:
-        for path, why in pipe.embeddings.skipped.items():
-            print(f"skipped embedding {path}: {why}", file=sys.stderr)
-
-    def progress(info: dict) -> None:
-        done, total = info["i"] + 1, info["total"]
-        bar = "#" * (30 * done // total)
-        print(f"\rsampling [{bar:<30}] {done}/{total}", end="", file=sys.stderr, flush=True)
-
-    callback = None if args.quiet else progress
-    if mode == "txt2img":
-        result = pipe.txt2img(args.prompt, args.negative_prompt, callback=callback, **common)
-    else:
-        result = pipe.img2img(init, args.prompt, args.negative_prompt, denoising_strength=args.denoising_strength,
-                              resize_mode=args.resize_mode, mask=mask, mask_blur=args.mask_blur,
-                              inpainting_fill=args.inpainting_fill, inpainting_mask_invert=args.invert_mask,
-                              inpaint_full_res=args.only_masked, inpaint_full_res_padding=args.only_masked_padding,
-                              callback=callback, **common)
-    if not args.quiet:
-        print(file=sys.stderr)
-    paths = _output_paths(args.output, len(result.images))
-    for path, image, infotext, seed in zip(paths, result.images, result.infotexts, result.seeds):
-        save_png(image, path, infotext)
-        print(f"wrote {path} (seed {seed})")
-    return 0
-
-
-def _cmd_txt2img(args: argparse.Namespace) -> int:
-    return _generate(args, "txt2img")
-
-
-def _cmd_img2img(args: argparse.Namespace) -> int:
-    return _generate(args, "img2img")
-
-
-def _add_generation_arguments(p: argparse.ArgumentParser, default_output: str) -> None:
-    p.add_argument("prompt")
-    p.add_argument("-o", "--output", default=default_output, help="PNG path (numbered when several images)")
-    p.add_argument("-n", "--negative-prompt", default="")
-    p.add_argument("--model", default="toy", help="'toy' (bundled), a diffusers folder, a .safetensors/.ckpt "
-                   "checkpoint, or a checkpoint name inside --models-dir")
-    p.add_argument("--vae", default=None, help="a VAE file or folder (or a name inside --models-dir)")
-    p.add_argument("--models-dir", default=None, help="A1111-style folder holding models/Stable-diffusion, "
-                   "models/Lora, models/VAE, models/embeddings (default: $SDRT_MODELS_ROOT)")
-    p.add_argument("--embeddings-dir", default=None, help="another folder of textual-inversion embeddings")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--attention", default="sdpa", choices=["sdpa", "sdrt"],
-                   help="torch backend: torch's SDPA or sdrt's fused CPU attention kernel")
-    p.add_argument("--sampler-loop", default="python", choices=["python", "cpp"],
-                   help="cpp: the C++ sampler loop for the samplers it covers (same results)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
-                   help="onnxruntime: --model is a folder written by `sdrt export --to onnx`; tensorrt: an engine "
-                   "folder (sdrt.export.tensorrt_export.to_tensorrt; needs TensorRT and a GPU)")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--sampler", default="Euler a", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'")
-    p.add_argument("--scheduler", default="Automatic", help="A1111 schedule type, e.g. 'Karras'")
-    p.add_argument("--cfg-scale", type=float, default=7.0)
-    p.add_argument("--width", type=int, default=None, help="default: the model's native size")
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--seed", type=int, default=-1)
-    p.add_argument("--subseed", type=int, default=-1, help="variation seed")
-    p.add_argument("--subseed-strength", type=float, default=0.0, help="variation strength")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--n-iter", type=int, default=1)
-    p.add_argument("--clip-skip", type=int, default=1)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    return run_generation(args)
 
 
 def _cmd_png_info(args: argparse.Namespace) -> int:
@@ -154,24 +50,30 @@ def _parse_loras(items) -> list[tuple[str, float]]:
 def _cmd_export(args: argparse.Namespace) -> int:
     import time
 
+    from . import load
+
     if args.to == "tensorrt":
         raise ValueError("--to tensorrt: engine building is not wired into the CLI yet (TensorRT cannot be "
                          "installed on this project's machines); export --to onnx and build with "
-                         "sdrt.export.tensorrt_export.build_engine where TensorRT is installed")
+                         "sdrt.export.to_tensorrt(onnx_dir, out_dir) where TensorRT is installed")
     started = time.perf_counter()
-    if args.to == "coreml":
-        from .export.coreml_export import to_coreml
+    loras = _parse_loras(args.lora)
+    pipe = load(args.model, models_dir=args.models_dir)  # LoRA names are looked up in its model folders
 
-        manifest = to_coreml(args.model, args.output, size=args.size, attention=args.attention,
-                             palettize_bits=args.palettize, loras=_parse_loras(args.lora), models_dir=args.models_dir,
-                             progress=lambda m: print(m, file=sys.stderr))
+    def say(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    if args.to == "coreml":
+        from .export import to_coreml
+
+        manifest = to_coreml(pipe, args.output, size=args.size, attention=args.attention,
+                             palettize_bits=args.palettize, loras=loras, progress=say, in_place=True)
         print(f"wrote {args.output}: {', '.join(c['file'] for c in manifest['components'].values())} "
               f"({args.attention} attention) in {time.perf_counter() - started:.1f} s; running them needs macOS")
         return 0
-    from .export.onnx_export import to_onnx
+    from .export import to_onnx
 
-    manifest = to_onnx(args.model, args.output, fp16=args.fp16, loras=_parse_loras(args.lora),
-                       models_dir=args.models_dir, progress=lambda m: print(m, file=sys.stderr))
+    manifest = to_onnx(pipe, args.output, fp16=args.fp16, loras=loras, progress=say, in_place=True)
     total = sum(c["bytes"] for c in manifest["components"].values()) / 2**20
     worst = max(c["parity_max_abs_error"] for c in manifest["components"].values())
     print(f"wrote {args.output}: {', '.join(manifest['components'])} ({manifest['precision']}, {total:.1f} MiB, "
@@ -281,6 +183,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .cli_generation import add_generation_arguments
 
     parser = argparse.ArgumentParser(prog="sdrt", description="sdrt: an optimized Stable Diffusion runtime.")
     parser.add_argument("--version", action="version", version=f"sdrt {__version__}")
@@ -290,23 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_cmd_info)
 
     t2i = sub.add_parser("txt2img", help="generate images from a prompt")
-    _add_generation_arguments(t2i, "txt2img.png")
-    t2i.set_defaults(func=_cmd_txt2img)
-
+    add_generation_arguments(t2i, "txt2img.png", img2img=False)
+    t2i.set_defaults(func=_cmd_generate)
     i2i = sub.add_parser("img2img", help="redraw an image from a prompt (inpaint with --mask)")
-    i2i.add_argument("init_image")
-    _add_generation_arguments(i2i, "img2img.png")
-    i2i.add_argument("--denoising-strength", type=float, default=0.75)
-    i2i.add_argument("--resize-mode", type=int, default=0, help="0 just resize, 1 crop and resize, 2 resize and fill")
-    i2i.add_argument("--mask", default=None, help="inpainting mask image (white = repaint)")
-    i2i.add_argument("--mask-blur", type=float, default=4)
-    i2i.add_argument("--inpainting-fill", type=int, default=1,
-                     help="0 fill, 1 original, 2 latent noise, 3 latent nothing")
-    i2i.add_argument("--invert-mask", action="store_true")
-    i2i.add_argument("--only-masked", action="store_true",
-                     help="inpaint only the masked area (its box plus padding) at --width x --height")
-    i2i.add_argument("--only-masked-padding", type=int, default=32, help="pixels around the mask's box")
-    i2i.set_defaults(func=_cmd_img2img)
+    add_generation_arguments(i2i, "img2img.png", img2img=True)
+    i2i.set_defaults(func=_cmd_generate)
 
     convert = sub.add_parser("convert", help="save a model as one A1111-loadable .safetensors (LoRAs merged in)")
     convert.add_argument("model", help="'toy', a diffusers folder, a checkpoint file or a name in --models-dir")
@@ -317,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--fp32", action="store_true", help="keep float32 weights (default fp16, as A1111 saves)")
     convert.set_defaults(func=_cmd_convert)
 
-    export = sub.add_parser("export", help="export a model's components for another runtime (ONNX)")
+    export = sub.add_parser("export", help="export a model's components for another runtime (ONNX, Core ML)")
     export.add_argument("model", help="'toy', a diffusers folder, a checkpoint file or a name in --models-dir")
     export.add_argument("--to", default="onnx", choices=["onnx", "tensorrt", "coreml"])
     export.add_argument("-o", "--output", required=True, help="the folder to write")

@@ -1,7 +1,14 @@
-"""Facts about this installation: the build of ``sdrt._C``, the backends that import, the devices."""
+"""Facts about this installation: the build of ``sdrt._C``, the backends installed, the devices.
+
+Optional backends are looked up in the installed packages' metadata, not imported: importing
+them is slow and some print warnings on import (coremltools off macOS), which would bury the
+facts this command exists to show.
+"""
 from __future__ import annotations
 
-import importlib
+import functools
+import importlib.metadata
+import importlib.util
 import os
 import platform
 from typing import Any
@@ -26,12 +33,27 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.lru_cache(maxsize=1)
+def _distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
 def _backend(module_name: str) -> dict[str, Any]:
+    """Whether `module_name` is installed and its distribution's version, without importing it."""
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or a broken install raising anything else
+        found = importlib.util.find_spec(module_name) is not None
+    except (ImportError, ValueError) as exc:  # a broken install
         return {"available": False, "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:200]}
-    return {"available": True, "version": getattr(module, "__version__", "unknown")}
+    if not found:
+        return {"available": False, "error": "not installed"}
+    # the distribution may be named otherwise (onnxruntime-gpu, tensorrt-cu12)
+    names = _distributions().get(module_name, []) + [module_name]
+    for name in names:
+        try:
+            return {"available": True, "version": importlib.metadata.version(name)}
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {"available": True, "version": "unknown"}
 
 
 def _devices(backends: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -48,9 +70,13 @@ def _devices(backends: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             devices.append({"type": "mps", "name": "Apple Metal (MPS)"})
     if backends["onnxruntime"]["available"]:
-        import onnxruntime
+        try:  # its providers are only known to the library itself (it imports quietly)
+            import onnxruntime
 
-        devices.append({"type": "onnxruntime-providers", "providers": onnxruntime.get_available_providers()})
+            providers = onnxruntime.get_available_providers()
+        except Exception as exc:  # installed but broken: say so instead of failing the whole report
+            providers = [f"(import failed: {type(exc).__name__})"]
+        devices.append({"type": "onnxruntime-providers", "providers": providers})
     return devices
 
 
@@ -91,7 +117,8 @@ def format_info(info: dict[str, Any]) -> str:
         if d["type"] == "cpu":
             lines.append(f"  cpu          {d['name']}, {d['cores']} cores")
         elif d["type"] == "cuda":
-            lines.append(f"  cuda:{d['index']:<7} {d['name']}, {d['memory_gib']} GiB, sm_{d['compute_capability'].replace('.', '')}")
+            sm = d["compute_capability"].replace(".", "")
+            lines.append(f"  cuda:{d['index']:<7} {d['name']}, {d['memory_gib']} GiB, sm_{sm}")
         elif d["type"] == "onnxruntime-providers":
             lines.append(f"  onnxruntime  providers: {', '.join(d['providers'])}")
         else:

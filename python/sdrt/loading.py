@@ -120,16 +120,15 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
     call for throughput (results then differ from single runs by float rounding).
     sampler_loop: "python" (the reference samplers, the default) or "cpp" (the C++ loop,
     sdrt._C.sample_loop, for the samplers it covers; the same results)."""
-    from .pipelines.pipeline import SAMPLER_LOOPS
+    from .sampling import SAMPLER_LOOPS
 
-    if sampler_loop not in SAMPLER_LOOPS:
+    if sampler_loop not in SAMPLER_LOOPS:  # before any loading
         raise ValueError(f"sampler_loop={sampler_loop!r}; valid: {', '.join(SAMPLER_LOOPS)}")
-    pipe = _load(model, backend, device, dtype, vae, batch_invariant, models_dir, embeddings_dir, attention)
-    pipe.sampler_loop = sampler_loop
-    return pipe
+    pipeline_options = {"batch_invariant": batch_invariant, "sampler_loop": sampler_loop}
+    return _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embeddings_dir, attention)
 
 
-def _load(model, backend, device, dtype, vae, batch_invariant, models_dir, embeddings_dir, attention):
+def _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embeddings_dir, attention):
     import torch
 
     from .backends.torch_backend import TorchBackend
@@ -141,7 +140,7 @@ def _load(model, backend, device, dtype, vae, batch_invariant, models_dir, embed
         raise ValueError(f"backend={backend!r} is not available; valid: {', '.join(BACKENDS)}")
     folders = model_folders(models_dir)
     if backend in ("onnxruntime", "tensorrt"):
-        return _load_exported(backend, model, device, batch_invariant, folders, embeddings_dir)
+        return _load_exported(backend, model, device, pipeline_options, folders, embeddings_dir)
     path = _resolve(_by_name(folders, "checkpoints", model))
     vae = _by_name(folders, "vae", vae) if vae is not None else None
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
@@ -180,14 +179,14 @@ def _load(model, backend, device, dtype, vae, batch_invariant, models_dir, embed
 
     set_attention(unet, attention)
     backend_impl = TorchBackend(unet, text_encoder, vae_model, device=device, dtype=dtype)
-    pipe = Pipeline(backend_impl, get_tokenizer(), model_sigmas, info, batch_invariant=batch_invariant)
+    pipe = Pipeline(backend_impl, get_tokenizer(), model_sigmas, info, **pipeline_options)
     pipe.model_folders = folders
     folders_embeddings = folders.folder("embeddings") if folders is not None else None
     _attach_embeddings(pipe, [d for d in (folders_embeddings, embeddings_dir) if d])
     return pipe
 
 
-def _load_exported(backend: str, folder: str, device: str, batch_invariant: bool, folders, embeddings_dir):
+def _load_exported(backend: str, folder: str, device: str, pipeline_options: dict, folders, embeddings_dir):
     """An ONNX export folder on ONNX Runtime, or an engine folder on TensorRT."""
     import torch
 
@@ -210,7 +209,7 @@ def _load_exported(backend: str, folder: str, device: str, batch_invariant: bool
         manifest = {**backend_impl.manifest, "text_width": int(backend_impl.token_embedding.shape[1])}
     info = ModelInfo(**manifest["model"])
     sigmas = torch.tensor(manifest["model_sigmas"], dtype=torch.float64)
-    pipe = Pipeline(backend_impl, get_tokenizer(), sigmas, info, batch_invariant=batch_invariant)
+    pipe = Pipeline(backend_impl, get_tokenizer(), sigmas, info, **pipeline_options)
     pipe.model_folders = folders
     _attach_embeddings(pipe, [d for d in (folders.folder("embeddings") if folders else None, embeddings_dir) if d],
                        width=int(manifest.get("text_width", 0)))

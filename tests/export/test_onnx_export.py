@@ -30,9 +30,9 @@ def torch_pipe():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, torch_pipe):
     out = tmp_path_factory.mktemp("toy-onnx")
-    return str(out), to_onnx("toy", str(out))
+    return str(out), to_onnx(torch_pipe, str(out))
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,8 @@ def test_textual_inversion_reaches_the_onnx_text_encoder(exported, tmp_path):
     assert psnr(plain.images[0], with_ort.images[0]) < 40  # the vectors changed the picture
 
 
-def test_lora_merged_at_export_equals_run_time_lora(tmp_path, torch_pipe):
+def _lora_file(torch_pipe, folder) -> str:
+    """A kohya-format LoRA for the toy model, written to folder/ink.safetensors."""
     import sys
 
     from safetensors.torch import save_file
@@ -111,14 +112,18 @@ def test_lora_merged_at_export_equals_run_time_lora(tmp_path, torch_pipe):
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "loaders"))
     from test_lora_networks import kohya_lora
 
-    lora = tmp_path / "ink.safetensors"
-    save_file(kohya_lora(torch_pipe, seed=1), str(lora))
+    path = str(folder / "ink.safetensors")
+    save_file(kohya_lora(torch_pipe, seed=1), path)
+    return path
+
+
+def test_lora_merged_at_export_equals_run_time_lora(tmp_path, torch_pipe):
+    lora = _lora_file(torch_pipe, tmp_path)
     out = tmp_path / "onnx-ink"
-    manifest = to_onnx(torch_pipe, str(out), loras=[(str(lora), 0.8)], components=["text_encoder", "unet",
-                                                                                    "vae_decoder"])
-    assert manifest["loras"] == [[str(lora), "0.8"]]
+    manifest = to_onnx(torch_pipe, str(out), loras=[(lora, 0.8)], components=["text_encoder", "unet", "vae_decoder"])
+    assert manifest["loras"] == [[lora, "0.8"]]
     merged = sdrt.load(str(out), backend="onnxruntime").txt2img("a blue square", seed=9, steps=6)
-    runtime = torch_pipe.txt2img("a blue square", seed=9, steps=6, loras=[(str(lora), 0.8)])
+    runtime = torch_pipe.txt2img("a blue square", seed=9, steps=6, loras=[(lora, 0.8)])
     base = torch_pipe.txt2img("a blue square", seed=9, steps=6)
     assert psnr(merged.images[0], runtime.images[0]) >= 40
     assert psnr(base.images[0], runtime.images[0]) < psnr(merged.images[0], runtime.images[0])
@@ -133,16 +138,21 @@ def test_fp16_export_runs_on_onnxruntime(tmp_path, torch_pipe):
     assert psnr(a, ort16.txt2img("a yellow triangle", seed=6, steps=8).images[0]) >= 35  # measured 70 dB
 
 
-def test_bad_input_names_what_to_change(tmp_path, exported, ort_pipe):
+def test_bad_input_names_what_to_change(tmp_path, exported, torch_pipe, ort_pipe):
     with pytest.raises(ValueError, match="components: controlnet unknown; valid: text_encoder"):
-        to_onnx("toy", str(tmp_path / "x"), components=["controlnet"])
+        to_onnx(torch_pipe, str(tmp_path / "x"), components=["controlnet"])
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(PermissionError, match="out_dir=.*cannot create it"):
-        to_onnx("toy", str(tmp_path / "file" / "sub"))
+        to_onnx(torch_pipe, str(tmp_path / "file" / "sub"))
+    with pytest.raises(TypeError, match=r"to_onnx: takes a loaded model, not 'toy': pipe = sdrt.load\('toy'\)"):
+        to_onnx("toy", str(tmp_path / "y"))
+    with pytest.raises(ValueError, match="expected a Pipeline on the torch backend.*'onnxruntime'"):
+        to_onnx(ort_pipe, str(tmp_path / "z"))
     with pytest.raises(ValueError, match="not an sdrt ONNX export"):
         sdrt.load(str(tmp_path), backend="onnxruntime")
-    with pytest.raises(ValueError, match="onnxruntime backend cannot apply networks"):
-        ort_pipe.txt2img("a red circle", seed=1, steps=2, loras=[(str(tmp_path / "file"), 1.0)])
+    lora = _lora_file(torch_pipe, tmp_path)  # a real one: refused for the backend, not for the file
+    with pytest.raises(ValueError, match="loras: the onnxruntime backend cannot patch model weights at run time; merge them before export"):
+        ort_pipe.txt2img("a red circle", seed=1, steps=2, loras=[(lora, 1.0)])
     with pytest.raises(ValueError, match="clip_skip=5; this text encoder has 2 layers"):
         ort_pipe.txt2img("a red circle", seed=1, steps=2, clip_skip=5)
     assert os.path.isfile(os.path.join(exported[0], MANIFEST))

@@ -92,7 +92,8 @@ def test_building_without_tensorrt_says_so(tmp_path, monkeypatch):
 def test_engine_plan_from_an_onnx_export(tmp_path):
     from sdrt.export.onnx_export import to_onnx
 
-    to_onnx("toy", str(tmp_path / "onnx"), components=["unet", "vae_decoder"])
+    pipe = sdrt.load("toy")
+    to_onnx(pipe, str(tmp_path / "onnx"), components=["unet", "vae_decoder"])
     plan = trt_export.plan_engines(str(tmp_path / "onnx"), size=(64, 256), tensorrt_version="10.3", device="H100")
     unet = plan["components"]["unet"]
     assert unet["profile"]["sample"] == ((1, 4, 8, 8), (2, 4, 8, 8), (16, 4, 32, 32))
@@ -101,10 +102,10 @@ def test_engine_plan_from_an_onnx_export(tmp_path):
     assert again["components"]["unet"]["cache_key"] == unet["cache_key"]  # the same engine is reused
     assert trt_export.plan_engines(str(tmp_path / "onnx"), size=(64, 512), tensorrt_version="10.3",
                                    device="H100")["components"]["unet"]["cache_key"] != unet["cache_key"]
-    to_onnx("toy", str(tmp_path / "onnx16"), components=["unet"], fp16=True)
+    to_onnx(pipe, str(tmp_path / "onnx16"), components=["unet"], fp16=True)
     with pytest.raises(ValueError, match="from an fp32 ONNX export"):
         trt_export.plan_engines(str(tmp_path / "onnx16"))
-    with pytest.raises(ValueError, match="not an ONNX export"):
+    with pytest.raises(ValueError, match="not an sdrt ONNX export"):
         trt_export.plan_engines(str(tmp_path))
 
 

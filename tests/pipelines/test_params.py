@@ -38,7 +38,7 @@ def test_defaults_and_server_differences():
     p = GenerationParams()
     assert (p.steps, p.sampler_name, p.cfg_scale, p.inpainting_fill, p.inpaint_full_res_padding) == \
         (20, "Euler a", 7.0, 1, 32)
-    assert server_defaults() == {"steps": 50, "sampler_name": "Euler", "width": 512, "height": 512,
+    assert server_defaults() == {"steps": 50, "width": 512, "height": 512,
                                  "inpainting_fill": 0, "inpaint_full_res": True, "inpaint_full_res_padding": 0}
     assert p.sized(64).width == 64 and GenerationParams(width=128).sized(64).width == 128
 
@@ -70,3 +70,19 @@ def test_cli_options_come_from_the_fields(tmp_path):
     assert all(getattr(defaults, f.name) == getattr(plain, f.name) for f in dataclasses.fields(plain))
     t2i_flags = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["txt2img"]._actions}
     assert "denoising_strength" not in t2i_flags and "steps" in t2i_flags
+
+
+def test_server_request_models_are_built_from_the_fields():
+    from sdrt.server.limits import Limits
+    from sdrt.server.schemas import request_models
+
+    txt2img, img2img = request_models(Limits(max_steps=40))
+    api_fields = {f.name for f in dataclasses.fields(GenerationParams) if f.metadata["api"] is not None}
+    img2img_only = {f.name for f in dataclasses.fields(GenerationParams) if f.metadata["img2img"]}
+    assert api_fields <= set(img2img.model_fields)
+    assert api_fields - img2img_only <= set(txt2img.model_fields)
+    assert txt2img.model_fields["steps"].default == 40  # A1111's 50, capped by the limit
+    request = img2img(init_images=["x"])
+    for name, value in server_defaults().items():
+        if name != "steps":
+            assert getattr(request, name) == value, name

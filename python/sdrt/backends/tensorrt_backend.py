@@ -4,18 +4,21 @@ static CUDA buffers, replayed as CUDA graphs per input shape.
 NOT exercised in this project: TensorRT cannot be installed on its machines (no GPU in CI; the
 wheel is too large for the lent GPU machine). Written against the documented TensorRT 10 Python
 API (IExecutionContext.set_input_shape / set_tensor_address / execute_async_v3) and torch's CUDA
-graphs; everything it shares with the other backends (contract, I/O names from the export specs,
-profile checks) is tested through them.
+graphs; everything it shares with the ONNX Runtime backend (backends/exported.py: the contract,
+I/O names from the export specs, token lookup, clip skip, profile checks) is tested through that.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional
 
 import torch
 
-MANIFEST = "sdrt_tensorrt.json"
+from . import manifests
+from .base import BackendCapabilities
+from .exported import ExportedBackend, check_in_profile, load_token_embedding
+
+MANIFEST = manifests.TENSORRT
 
 
 def _tensorrt():
@@ -44,8 +47,6 @@ class _Engine:
         self.graphs: dict[tuple, tuple] = {}  # shapes -> (graph, inputs, outputs)
 
     def __call__(self, inputs: dict[str, torch.Tensor], output_names: list[str]) -> list[torch.Tensor]:
-        from sdrt.export.tensorrt_export import check_in_profile
-
         shapes = {k: tuple(v.shape) for k, v in inputs.items()}
         check_in_profile(self.profile, shapes, engine=self.name)
         key = tuple(sorted(shapes.items()))
@@ -91,53 +92,28 @@ def _torch_dtype(trt, dtype):
             trt.int32: torch.int32, trt.bfloat16: torch.bfloat16}[dtype]
 
 
-class TensorRTBackend:
+class TensorRTBackend(ExportedBackend):
     name = "tensorrt"
-    unet = text_encoder = vae = None  # run-time LoRA: refit the engines instead (tensorrt_export.refit_engine)
+    # run-time LoRA: refit the engines instead (sdrt.export.tensorrt_export.refit_engine)
+    capabilities = BackendCapabilities(patchable_weights=False, extra_unet_inputs=False, devices=("cuda",))
 
     def __init__(self, folder: str, *, device: str = "cuda", use_cuda_graphs: bool = True):
-        import numpy as np
-
         if not str(device).startswith("cuda") or not torch.cuda.is_available():
             raise ValueError(f"device={device!r}: the tensorrt backend runs on a CUDA GPU")
-        path = os.path.join(folder, MANIFEST)
-        if not os.path.isfile(path):
-            raise ValueError(f"{folder}: no {MANIFEST}; build engines with sdrt.export.tensorrt_export.to_tensorrt")
-        with open(path, encoding="utf-8") as f:
-            self.manifest = json.load(f)
+        self.folder = folder
+        self.manifest = manifests.read_manifest(folder, MANIFEST)
         self.device = torch.device(device)
         self.engines = {name: _Engine(os.path.join(folder, c["engine"]), _profile(c["profile"]), self.device,
                                       use_cuda_graphs) for name, c in self.manifest["components"].items()}
-        table = np.load(os.path.join(folder, "text_encoder", "token_embedding.npy"))
-        self.token_embedding = torch.from_numpy(table).to(self.device)
+        self.token_embedding = load_token_embedding(folder, self.device) if "text_encoder" in self.engines else None
 
     def _run(self, component: str, like: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         engine: Optional[_Engine] = self.engines.get(component)
         if engine is None:
-            raise ValueError(f"this engine folder has no {component} (built: {', '.join(self.engines)})")
+            raise self._missing(component, self.engines)
         outputs = self.manifest["components"][component]["outputs"]
         feed = {k: v.to(self.device) for k, v in inputs.items()}
         return engine(feed, outputs)[0].to(like.device, torch.float32, copy=True)
-
-    def unet_forward(self, x, timestep, context):
-        t = timestep.reshape(-1).float().expand(x.shape[0]) if timestep.numel() == 1 else timestep.float()
-        return self._run("unet", x, sample=x, timestep=t, encoder_hidden_states=context)
-
-    def encode_text(self, ids, clip_skip: int = 1, embeddings=None):
-        layers = int(self.manifest["text_layers"])
-        if not 1 <= clip_skip <= layers:
-            raise ValueError(f"clip_skip={clip_skip}; this text encoder has {layers} layers")
-        embeds = self.token_embedding[ids.to(self.device)].float()
-        for row, slots in enumerate(embeddings or []):
-            for slot in slots:
-                embeds[row, slot.offset:slot.offset + slot.vectors.shape[0]] = slot.vectors.to(embeds)
-        return self._run("text_encoder", ids, inputs_embeds=embeds)[layers - clip_skip]
-
-    def vae_decode(self, latents):
-        return self._run("vae_decoder", latents, latent=latents)
-
-    def vae_encode(self, pixels):
-        return self._run("vae_encoder", pixels, image=pixels)
 
 
 def _profile(stored: dict) -> dict:

@@ -1,16 +1,23 @@
 """The torch backend: diffusers / transformers modules run eagerly with torch.
 
-Contract shared by all backends: inputs may live on any device; results come back as float32 on
-the device of the call's main input (the sampler loop's device), so the pipeline never has to know
-where the model runs.
+Contract shared by all backends (backends/base.py): inputs may live on any device; results come
+back as float32 on the device of the call's main input (the sampler loop's device), so the
+pipeline never has to know where the model runs. The only backend whose weights can be patched
+per job (LoRA) and whose UNet takes extra inputs (ControlNet residuals), as it runs the modules
+themselves rather than a fixed graph.
 """
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import torch
+
+from .base import BackendCapabilities
 
 
 class TorchBackend:
     name = "torch"
+    capabilities = BackendCapabilities(patchable_weights=True, extra_unet_inputs=True, devices=("cpu", "cuda", "mps"))
 
     def __init__(self, unet, text_encoder, vae, *, device: str = "cpu", dtype: torch.dtype = torch.float32):
         self.device, self.dtype = torch.device(device), dtype
@@ -19,9 +26,25 @@ class TorchBackend:
         self.vae = _place(vae, self.device, dtype)
 
     @torch.no_grad()
-    def unet_forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        out = self.unet(x.to(self.device, self.dtype), timestep.to(self.device), context.to(self.device, self.dtype))
+    def unet_forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+                     extras: Optional[dict] = None) -> torch.Tensor:
+        """`extras` are keyword inputs of diffusers' UNet call (e.g. down_block_additional_residuals,
+        mid_block_additional_residual), moved to the UNet's device and dtype like the main inputs."""
+        kwargs = {k: self._to_unet(v) for k, v in (extras or {}).items()}
+        out = self.unet(x.to(self.device, self.dtype), timestep.to(self.device), context.to(self.device, self.dtype),
+                        **kwargs)
         return out.sample.to(x.device, torch.float32)
+
+    def _to_unet(self, value: Any) -> Any:
+        """Tensors (also inside tuples / lists / dicts) to the UNet's device; floating ones to its
+        dtype, integer ones (indices, masks) keep theirs."""
+        if isinstance(value, torch.Tensor):
+            return value.to(self.device, self.dtype) if value.is_floating_point() else value.to(self.device)
+        if isinstance(value, (tuple, list)):
+            return type(value)(self._to_unet(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self._to_unet(v) for k, v in value.items()}
+        return value
 
     @torch.no_grad()
     def encode_text(self, ids: torch.Tensor, clip_skip: int = 1, embeddings=None) -> torch.Tensor:

@@ -15,8 +15,9 @@ from typing import Any, Callable, Optional, Sequence
 
 from PIL import Image
 
+from .rng import MAX_SEED
+
 MAX_PROMPT_CHARS = 65536  # ~870 chunks of 75 tokens: far past any useful prompt, refused before any work
-_SAME = object()          # metadata "server": the server default equals the Python API's
 
 
 class ParamError(ValueError):
@@ -27,11 +28,26 @@ class ParamError(ValueError):
         self.field = field
 
 
-def param(default: Any = None, *, server: Any = _SAME, server_note: str = "", bounds: tuple | None = None,
-          cli: tuple = (), help: str = "", img2img: bool = False, factory: Callable | None = None):
-    """A field with its metadata: `server` a different default value in A1111's HTTP API,
-    `server_note` where the server takes the value from instead (an option, a tag)."""
-    meta = {"server": server, "server_note": server_note, "bounds": bounds, "cli": cli, "help": help,
+@dataclass(frozen=True)
+class ApiField:
+    """How a field appears in A1111's HTTP API request (sdrt.server.schemas builds the request
+    models from these): its type there, default, and bounds; `limit` names the server Limits
+    attribute that caps it (its upper bound, or its length for strings and lists, and the default
+    when that is lower)."""
+    type: Any
+    default: Any = None
+    ge: Optional[float] = None
+    le: Optional[float] = None
+    limit: Optional[str] = None
+    required: bool = False
+
+
+def param(default: Any = None, *, server_note: str = "", api: Optional[ApiField] = None,
+          bounds: tuple | None = None, cli: tuple = (), help: str = "", img2img: bool = False,
+          factory: Callable | None = None):
+    """A field with its metadata: `api` the A1111 HTTP API request field (None: not in A1111's
+    request), `server_note` where the server takes the value from instead (an option, a tag)."""
+    meta = {"server_note": server_note, "api": api, "bounds": bounds, "cli": cli, "help": help,
             "img2img": img2img}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -40,46 +56,49 @@ def param(default: Any = None, *, server: Any = _SAME, server_note: str = "", bo
 
 @dataclass
 class GenerationParams:
-    prompt: str | Sequence[str] = param("", help="the prompt (A1111 syntax), or one per image")
-    negative_prompt: str | Sequence[str] = param("", cli=("-n", "--negative-prompt"))
-    steps: int = param(20, server=50, bounds=(1, None), cli=("--steps",))
-    sampler_name: str = param("Euler a", server="Euler", cli=("--sampler",),
+    prompt: str | Sequence[str] = param("", api=ApiField(str, "", limit="max_prompt_chars"), help="the prompt (A1111 syntax), or one per image")
+    negative_prompt: str | Sequence[str] = param("", api=ApiField(str, "", limit="max_prompt_chars"),
+                                                 cli=("-n", "--negative-prompt"))
+    steps: int = param(20, api=ApiField(int, 50, 1, limit="max_steps"), bounds=(1, None), cli=("--steps",))
+    sampler_name: str = param("Euler a", server_note="'Euler' (sampler_index)", api=ApiField(Optional[str], None, le=100), cli=("--sampler",),
                               help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'")
-    scheduler: str = param("Automatic", cli=("--scheduler",), help="A1111 schedule type, e.g. 'Karras'")
-    cfg_scale: float = param(7.0, bounds=(None, None), cli=("--cfg-scale",))
-    width: Optional[int] = param(None, server=512, bounds=(8, None), cli=("--width",),
+    scheduler: str = param("Automatic", api=ApiField(Optional[str], None, le=100), cli=("--scheduler",), help="A1111 schedule type, e.g. 'Karras'")
+    cfg_scale: float = param(7.0, api=ApiField(float, 7.0, 0.0, 100.0), bounds=(None, None), cli=("--cfg-scale",))
+    width: Optional[int] = param(None, api=ApiField(int, 512, 64, limit="max_side"), bounds=(8, None), cli=("--width",),
                                  help="pixels, a multiple of 8 (default: the model's native size)")
-    height: Optional[int] = param(None, server=512, bounds=(8, None), cli=("--height",))
-    seed: int = param(-1, cli=("--seed",), help="-1: random")
-    subseed: int = param(-1, cli=("--subseed",), help="variation seed")
-    subseed_strength: float = param(0.0, bounds=(0.0, 1.0), cli=("--subseed-strength",), help="variation strength")
-    batch_size: int = param(1, bounds=(1, None), cli=("--batch-size",))
-    n_iter: int = param(1, bounds=(1, None), cli=("--n-iter",))
+    height: Optional[int] = param(None, api=ApiField(int, 512, 64, limit="max_side"), bounds=(8, None), cli=("--height",))
+    seed: int = param(-1, api=ApiField(int, -1, -1, MAX_SEED), cli=("--seed",), help="-1: random")
+    subseed: int = param(-1, api=ApiField(int, -1, -1, MAX_SEED), cli=("--subseed",), help="variation seed")
+    subseed_strength: float = param(0.0, api=ApiField(float, 0.0, 0.0, 1.0), bounds=(0.0, 1.0), cli=("--subseed-strength",), help="variation strength")
+    batch_size: int = param(1, api=ApiField(int, 1, 1, limit="max_batch_size"), bounds=(1, None), cli=("--batch-size",))
+    n_iter: int = param(1, api=ApiField(int, 1, 1, limit="max_n_iter"), bounds=(1, None), cli=("--n-iter",))
     clip_skip: int = param(1, server_note="option CLIP_stop_at_last_layers", bounds=(1, None), cli=("--clip-skip",))
-    eta: Optional[float] = param(None, server_note="options eta_ancestral / eta_ddim", bounds=(None, None),
+    eta: Optional[float] = param(None, api=ApiField(Optional[float], None, 0.0, 1.0), server_note="options eta_ancestral / eta_ddim", bounds=(None, None),
                                  cli=("--eta",), help="default: the sampler's own (1 ancestral/SDE, 0 DDIM)")
-    s_churn: float = param(0.0, server_note="option s_churn", bounds=(None, None), cli=("--s-churn",))
-    s_tmin: float = param(0.0, server_note="option s_tmin", bounds=(None, None), cli=("--s-tmin",))
-    s_tmax: float = param(math.inf, server_note="0 or unset means inf", cli=("--s-tmax",))
-    s_noise: float = param(1.0, server_note="option s_noise", bounds=(None, None), cli=("--s-noise",))
+    s_churn: float = param(0.0, api=ApiField(Optional[float], None, 0.0, 100.0), server_note="option s_churn", bounds=(None, None), cli=("--s-churn",))
+    s_tmin: float = param(0.0, api=ApiField(Optional[float], None, 0.0, 1e4), server_note="option s_tmin", bounds=(None, None), cli=("--s-tmin",))
+    s_tmax: float = param(math.inf, api=ApiField(Optional[float], None, 0.0, 1e4), server_note="0 or unset means inf", cli=("--s-tmax",))
+    s_noise: float = param(1.0, api=ApiField(Optional[float], None, 0.0, 2.0), server_note="option s_noise", bounds=(None, None), cli=("--s-noise",))
     eta_noise_seed_delta: int = param(0, server_note="option eta_noise_seed_delta", cli=("--ensd",),
                                       help="A1111's ENSD (31337 reproduces NovelAI-style seeds)")
     loras: Optional[Sequence] = param(None, server_note="<lora:...> tags in the prompt only",
                                       help="[(name_or_path, weight) | (name_or_path, te_weight, unet_weight)]")
     # img2img and inpainting
-    init_images: Sequence[Image.Image] = param(factory=list, img2img=True, server_note="base64 images")
-    denoising_strength: float = param(0.75, bounds=(0.0, 1.0), img2img=True, cli=("--denoising-strength",))
-    resize_mode: int = param(0, bounds=(0, 2), img2img=True, cli=("--resize-mode",),
+    init_images: Sequence[Image.Image] = param(factory=list, img2img=True,
+                                               api=ApiField(list[str], ge=1, limit="max_init_images", required=True), server_note="base64 images")
+    denoising_strength: float = param(0.75, api=ApiField(Optional[float], 0.75, 0.0, 1.0), bounds=(0.0, 1.0), img2img=True, cli=("--denoising-strength",))
+    resize_mode: int = param(0, api=ApiField(int, 0, 0, 2), bounds=(0, 2), img2img=True, cli=("--resize-mode",),
                              help="0 just resize, 1 crop and resize, 2 resize and fill")
-    mask: Optional[Image.Image] = param(None, img2img=True, server_note="a base64 image",
+    mask: Optional[Image.Image] = param(None, img2img=True, api=ApiField(Optional[str], None, limit="max_image_b64_chars"), server_note="a base64 image",
                                     help="inpainting mask image (white = repaint)")
-    mask_blur: float = param(4, bounds=(0, 64), img2img=True, cli=("--mask-blur",))
-    inpainting_fill: int = param(1, server=0, bounds=(0, 3), img2img=True, cli=("--inpainting-fill",),
+    mask_blur: float = param(4, api=ApiField(Optional[int], None, 0, 64), server_note="mask_blur, else mask_blur_x (4)",
+                            bounds=(0, 64), img2img=True, cli=("--mask-blur",))
+    inpainting_fill: int = param(1, api=ApiField(int, 0, 0, 3), bounds=(0, 3), img2img=True, cli=("--inpainting-fill",),
                                  help="0 fill, 1 original, 2 latent noise, 3 latent nothing")
-    inpainting_mask_invert: bool = param(False, img2img=True, cli=("--invert-mask",))
-    inpaint_full_res: bool = param(False, server=True, img2img=True, cli=("--only-masked",),
+    inpainting_mask_invert: bool = param(False, img2img=True, api=ApiField(int, 0, 0, 1), cli=("--invert-mask",))
+    inpaint_full_res: bool = param(False, img2img=True, api=ApiField(bool, True), cli=("--only-masked",),
                                    help="inpaint only the masked area, at full resolution")
-    inpaint_full_res_padding: int = param(32, server=0, bounds=(0, 256), img2img=True,
+    inpaint_full_res_padding: int = param(32, api=ApiField(int, 0, 0, 256), bounds=(0, 256), img2img=True,
                                           cli=("--only-masked-padding",), help="pixels around the mask's box")
 
     def __post_init__(self):
@@ -152,8 +171,12 @@ def per_image(value: str | Sequence[str], batch_size: int, name: str) -> list[st
 
 def server_defaults() -> dict[str, Any]:
     """Fields whose A1111 HTTP API default value differs from the Python API's."""
-    return {f.name: f.metadata["server"] for f in dataclasses.fields(GenerationParams)
-            if f.metadata["server"] is not _SAME}
+    out = {}
+    for f in dataclasses.fields(GenerationParams):
+        api = f.metadata["api"]
+        if api is not None and api.default is not None and not f.metadata["server_note"] and api.default != f.default:
+            out[f.name] = api.default
+    return out
 
 
 def defaults_table() -> str:
@@ -163,7 +186,8 @@ def defaults_table() -> str:
     for f in dataclasses.fields(GenerationParams):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         meta = f.metadata
-        server = meta["server_note"] or (repr(meta["server"]) if meta["server"] is not _SAME else "same")
+        server = meta["server_note"] or repr(server_defaults().get(f.name, default)) if meta["api"] else "not in the API"
+        server = meta["server_note"] or server
         python = "model's native size" if f.name in ("width", "height") else repr(default)
         flag = ", ".join(f"`{c}`" for c in meta["cli"]) or ("positional" if f.name == "prompt" else "")
         if f.name == "init_images":

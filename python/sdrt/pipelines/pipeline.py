@@ -88,18 +88,18 @@ class Pipeline:
         self.model_folders = None   # A1111's model folders, where LoRA names are looked up
         self.networks = Networks(self)
 
-    # The loaded modules, as in a diffusers pipeline (torch backend).
+    # The loaded modules, as in a diffusers pipeline (torch backend; None on the exported ones).
     @property
     def unet(self):
-        return self.backend.unet
+        return getattr(self.backend, "unet", None)
 
     @property
     def vae(self):
-        return self.backend.vae
+        return getattr(self.backend, "vae", None)
 
     @property
     def text_encoder(self):
-        return self.backend.text_encoder
+        return getattr(self.backend, "text_encoder", None)
 
     def save_single_file(self, path: str, *, dtype: torch.dtype | None = torch.float16) -> None:
         """Write the loaded model (with any LoRAs merged by ``networks.merge``) as one A1111-loadable
