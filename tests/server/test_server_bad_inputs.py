@@ -1,7 +1,11 @@
 """Bad requests get 422 naming the field, before any model work (they are answered while the worker
-is busy with another job), and nothing reaches past the model roots or fetches a URL."""
+is busy with another job), and nothing reaches past the model roots or fetches a URL. Bodies holding
+what strict JSON cannot write back (NaN, Infinity, lone surrogates, deep nesting) get 422 too, and
+the error answers themselves are strict JSON."""
 import base64
+import functools
 import io
+import json
 import threading
 
 import pytest
@@ -30,6 +34,7 @@ TXT2IMG = [  # (changes to a good request, the field the 422 must name)
     ({"sampler_index": "nope"}, ["sampler_index"]), ({"scheduler": "fancy"}, ["scheduler"]),
     ({"enable_hr": True}, ["enable_hr"]), ({"restore_faces": True}, ["restore_faces"]),
     ({"save_images": True}, ["save_images"]), ({"styles": ["cinematic"]}, ["styles"]),
+    ({"styles": [1.5, 10 ** 400]}, ["styles", 0]),
     ({"seed_resize_from_h": 256}, ["seed_resize_from_h"]), ({"script_name": "x/y/z plot"}, ["script_name"]),
     ({"alwayson_scripts": {"ControlNet": {"args": []}}}, ["alwayson_scripts", "ControlNet"]),
     ({"override_settings": {"sd_model_checkpoint": "../../../etc/passwd"}}, ["override_settings", "sd_model_checkpoint"]),
@@ -66,6 +71,36 @@ OPTIONS = [
     ({"CLIP_stop_at_last_layers": "two"}, ["CLIP_stop_at_last_layers"]),
     ({"samples_format": "jpg"}, ["samples_format"]),
     ({"eta_ddim": 10 ** 400}, ["eta_ddim"]),
+]
+
+NAN, INF = float("nan"), float("inf")
+DEEP = {"args": functools.reduce(lambda inner, _: [inner], range(80), [])}  # lists 81 deep
+UNWRITABLE = [  # (route, body: an object json.dumps writes as is, or raw text, the field the 422 must name)
+    ("txt2img", {**OK, "cfg_scale": NAN}, ["cfg_scale"]), ("txt2img", {**OK, "cfg_scale": -INF}, ["cfg_scale"]),
+    ("txt2img", '{"prompt": "a cat", "cfg_scale": 1e400}', ["cfg_scale"]),  # Python reads it as infinity
+    ("txt2img", {**OK, "width": INF}, ["width"]), ("txt2img", {**OK, "seed": NAN}, ["seed"]),
+    ("txt2img", {**OK, "prompt": NAN}, ["prompt"]), ("txt2img", {**OK, "restore_faces": -INF}, ["restore_faces"]),
+    ("txt2img", {**OK, "eta": INF}, ["eta"]), ("txt2img", {**OK, "styles": ["a", NAN]}, ["styles", 1]),
+    ("txt2img", {**OK, "override_settings": {"eta_ddim": NAN}}, ["override_settings", "eta_ddim"]),
+    ("txt2img", {**OK, "override_settings": {"sd_model_checkpoint": INF}},
+     ["override_settings", "sd_model_checkpoint"]),
+    ("txt2img", {**OK, "override_settings": {"no_such_option": -INF}}, ["override_settings", "no_such_option"]),
+    ("txt2img", {**OK, "alwayson_scripts": {"ControlNet": {"args": [{"weight": NAN}]}}},
+     ["alwayson_scripts", "ControlNet", "args", 0, "weight"]),
+    ("txt2img", {**OK, "script_args": [1, INF]}, ["script_args", 1]),
+    ("txt2img", {**OK, "an_unknown_field": {"x": NAN}}, ["an_unknown_field", "x"]),
+    ("txt2img", [NAN], [0]), ("txt2img", "NaN", []),
+    ("img2img", {**OK, "init_images": [SMALL], "denoising_strength": NAN}, ["denoising_strength"]),
+    ("img2img", {**OK, "init_images": [SMALL, INF]}, ["init_images", 1]),
+    ("img2img", {**OK, "init_images": [SMALL], "mask_blur": -INF}, ["mask_blur"]),
+    ("options", {"eta_ddim": NAN}, ["eta_ddim"]),
+    ("options", {"CLIP_stop_at_last_layers": INF}, ["CLIP_stop_at_last_layers"]),
+    ("options", {"sd_model_checkpoint": NAN}, ["sd_model_checkpoint"]), ("options", {"sd_vae": -INF}, ["sd_vae"]),
+    ("options", [INF], [0]), ("png-info", {"image": NAN}, ["image"]),
+    # what UTF-8 cannot write (a lone surrogate), and nesting the JSON encoders cannot write back
+    ("txt2img", {**OK, "prompt": "a \ud800 cat"}, ["prompt"]), ("txt2img", {**OK, "width": "\udfff"}, ["width"]),
+    ("options", {"\ud800": 1}, ["\\ud800"]), ("txt2img", {**OK, "alwayson_scripts": {"x": DEEP}},
+                                                 ["alwayson_scripts", "x", "args", 0, 0]),
 ]
 
 
@@ -107,6 +142,29 @@ def test_options_refuse(server, change, field):
     before = server.get("options").json()
     _field_named(server.post("options", change), field)
     assert server.get("options").json() == before  # nothing changed
+
+
+def _strict_json(response):
+    """The answer is JSON that strict parsers read: no NaN / Infinity literals, UTF-8."""
+    return json.loads(response.content.decode("utf-8"), parse_constant=lambda c: pytest.fail(f"{c} in the answer"))
+
+
+@pytest.mark.parametrize("route,body,field", UNWRITABLE, ids=[f"{r}-{f}" for r, _, f in UNWRITABLE])
+def test_non_finite_numbers_and_unwritable_text_refused(server, busy, route, body, field):
+    raw = body if isinstance(body, str) else json.dumps(body)  # json.dumps writes NaN, Infinity, -Infinity
+    r = server.post(route, data=raw.encode(), headers={"content-type": "application/json"})
+    _field_named(r, field)
+    _strict_json(r)
+    assert not busy.is_set()  # refused before any model work
+
+
+@pytest.mark.parametrize("route", ["txt2img", "img2img", "options", "png-info"])
+def test_error_answers_never_echo_what_json_cannot_write(server, route):
+    """Bodies that are not UTF-8 JSON: FastAPI's 422 quotes the bytes, escaped."""
+    for headers in ({"content-type": "text/plain"}, {}):
+        r = server.post(route, data=b"\xff\xfe{", headers=headers)
+        assert r.status_code in (400, 422), (r.status_code, r.text[:300])
+        _strict_json(r)
 
 
 def test_options_round_trip_and_huge_numbers(server):

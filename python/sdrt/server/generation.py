@@ -6,13 +6,14 @@ does not implement are refused unless they hold their "off" value, names are res
 drawn (so `info` reports the seeds used), images are decoded under the limits."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image
-
+from ..pipelines import GenerationParams, JobHooks
+from ..pipelines.params import ParamError
 from ..pipelines.rng import resolve_seed
 from ..sampling import SAMPLERS, resolve_sampler
 from .images import decode_image, encode_png
@@ -52,17 +53,38 @@ class Prepared:
     """A validated request, ready for the worker."""
     kind: str
     request: Any
-    kwargs: dict
+    params: GenerationParams
     model: dict = field(default_factory=dict)      # override_settings' sd_model_checkpoint / sd_vae
     restore: bool = True                           # override_settings_restore_afterwards
     option_overrides: dict = field(default_factory=dict)
-    init_images: list[Image.Image] = field(default_factory=list)
 
 
 def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
     """Everything about `req` that can be checked without the model (raises RequestError)."""
+    _refuse_unsupported(req)
+    for name in ("prompt", "negative_prompt"):
+        check_prompt(getattr(req, name), name)
+    # A1111 runs any size on latents of size // 8: the picture comes out floored to a multiple of 8
+    width, height = req.width // 8 * 8, req.height // 8 * 8
+    _check_pixel_budgets(req, width, height, limits)
+    sampler, scheduler, info = _sampler(req)
+    options, model, overrides = _overrides(req, manager)
+    values = _generation_values(req, options, info)
+    values.update(sampler_name=sampler, scheduler=scheduler, width=width, height=height,
+                  seed=resolve_seed(req.seed), subseed=resolve_seed(req.subseed, "subseed"))
+    if kind == "img2img":
+        values.update(_img2img_values(req, limits))
+    params = GenerationParams(**values)
+    try:
+        params.validate()
+    except ParamError as e:
+        raise RequestError(("body", e.field), str(e)) from None
+    return Prepared(kind, req, params, model, req.override_settings_restore_afterwards, overrides)
+
+
+def _refuse_unsupported(req) -> None:
     for name, off, why in _UNSUPPORTED:
-        if hasattr(req, name) and getattr(req, name) not in off:
+        if name not in _GENERATION_FIELDS and hasattr(req, name) and getattr(req, name) not in off:
             raise RequestError(("body", name), why)
     for seed_size in ("seed_resize_from_h", "seed_resize_from_w"):
         if getattr(req, seed_size) > 0:
@@ -70,10 +92,9 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
     if req.alwayson_scripts:
         script = next(iter(req.alwayson_scripts))
         raise RequestError(("body", "alwayson_scripts", script), f"always-on script {script!r} is not available in sdrt")
-    for name in ("prompt", "negative_prompt"):
-        check_prompt(getattr(req, name), name)
-    # A1111 runs any size on latents of size // 8: the picture comes out floored to a multiple of 8
-    width, height = req.width // 8 * 8, req.height // 8 * 8
+
+
+def _check_pixel_budgets(req, width: int, height: int, limits: Limits) -> None:
     if width * height * req.batch_size > limits.max_batch_pixels:
         raise RequestError(("body", "batch_size"), f"width x height x batch_size = {width * height * req.batch_size} "
                                                    f"pixels exceeds the limit of {limits.max_batch_pixels}")
@@ -81,6 +102,10 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
         raise RequestError(("body", "n_iter"), f"width x height x batch_size x n_iter = "
                                                f"{width * height * req.batch_size * req.n_iter} pixels exceeds the "
                                                f"limit of {limits.max_output_pixels}")
+
+
+def _sampler(req):
+    """(sampler label, schedule label, SamplerInfo) from A1111's names and aliases."""
     requested = req.sampler_name or req.sampler_index or "Euler"
     sampler = sampler_name(requested)
     if sampler is None:
@@ -93,7 +118,11 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
         info, _ = resolve_sampler(sampler, scheduler)
     except ValueError as e:
         raise RequestError(("body", "sampler_name"), str(e)) from None
+    return sampler, scheduler, info
 
+
+def _overrides(req, manager: ModelManager) -> tuple[dict, dict, dict]:
+    """(options in effect for the job, model to load, option overrides) from override_settings."""
     options = dict(manager.options)
     model, overrides = {}, {}
     if req.override_settings:
@@ -107,47 +136,52 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
                     model[key] = value
         except OptionError as e:
             raise RequestError(("body", "override_settings", e.field), str(e)) from None
+    return options, model, overrides
 
-    eta = req.eta
-    if eta is None and "eta" in info.options:
-        eta = options["eta_ddim"] if info.name == "DDIM" else options["eta_ancestral"]
-    kwargs = dict(
-        prompt=req.prompt, negative_prompt=req.negative_prompt, steps=req.steps,
-        sampler_name=sampler, scheduler=scheduler, cfg_scale=req.cfg_scale, width=width, height=height,
-        seed=resolve_seed(req.seed), batch_size=req.batch_size, n_iter=req.n_iter,
-        clip_skip=options["CLIP_stop_at_last_layers"], eta=eta,
-        s_churn=req.s_churn if req.s_churn is not None else options["s_churn"],
-        s_tmin=req.s_tmin if req.s_tmin is not None else options["s_tmin"],
-        s_tmax=req.s_tmax or math.inf,  # A1111: 0 / unset means no upper limit
-        s_noise=req.s_noise if req.s_noise is not None else options["s_noise"],
-        subseed=resolve_seed(req.subseed, "subseed"), subseed_strength=req.subseed_strength,
-        eta_noise_seed_delta=options["eta_noise_seed_delta"])
-    prepared = Prepared(kind, req, kwargs, model, req.override_settings_restore_afterwards, overrides)
-    if kind == "img2img":
-        total = 0
-        for i, b64 in enumerate(req.init_images):
-            image = decode_image(b64, ("body", "init_images", i), limits)
-            total += image.width * image.height
-            if total > limits.max_input_pixels:
-                raise RequestError(("body", "init_images", i), f"the init images hold more than "
-                                                               f"{limits.max_input_pixels} pixels together")
-            prepared.init_images.append(image)
-        mask = None
-        if req.mask:
-            mask = decode_image(req.mask, ("body", "mask"), limits)
-            if mask.size != prepared.init_images[0].size:
-                w, h = prepared.init_images[0].size
-                raise RequestError(("body", "mask"), f"mask is {mask.size[0]}x{mask.size[1]}, "
-                                                     f"the first init image {w}x{h}; they must match")
-        if req.mask_blur is None and req.mask_blur_x != req.mask_blur_y:
-            raise RequestError(("body", "mask_blur_x"), "different mask_blur_x and mask_blur_y are not supported; "
-                                                        "set mask_blur")
-        blur = req.mask_blur if req.mask_blur is not None else req.mask_blur_x
-        kwargs.update(denoising_strength=req.denoising_strength if req.denoising_strength is not None else 0.75,
-                      resize_mode=req.resize_mode, mask=mask, mask_blur=blur,
-                      inpainting_fill=req.inpainting_fill, inpainting_mask_invert=bool(req.inpainting_mask_invert),
-                      inpaint_full_res=req.inpaint_full_res, inpaint_full_res_padding=req.inpaint_full_res_padding)
-    return prepared
+
+# GenerationParams fields whose server value comes from an A1111 option when the request leaves it unset
+_FROM_OPTIONS = {"clip_skip": "CLIP_stop_at_last_layers", "s_churn": "s_churn", "s_tmin": "s_tmin",
+                 "s_noise": "s_noise", "eta_noise_seed_delta": "eta_noise_seed_delta"}
+_GENERATION_FIELDS = {f.name for f in dataclasses.fields(GenerationParams)}
+
+
+def _generation_values(req, options: dict, info) -> dict:
+    """The request's GenerationParams fields (same names as A1111's), unset ones from the options
+    (`info`: the sampler, whose eta option applies)."""
+    values = {name: getattr(req, name) for name in _GENERATION_FIELDS
+              if getattr(req, name, None) is not None and name not in ("init_images", "mask")}
+    for name, option in _FROM_OPTIONS.items():
+        if values.get(name) is None:
+            values[name] = options[option]
+    if values.get("eta") is None and "eta" in info.options:
+        values["eta"] = options["eta_ddim"] if info.name == "DDIM" else options["eta_ancestral"]
+    values["s_tmax"] = values.get("s_tmax") or math.inf  # A1111: 0 / unset means no upper limit
+    return values
+
+
+def _img2img_values(req, limits: Limits) -> dict:
+    """Decoded init images and mask (under the limits) and A1111's img2img field quirks."""
+    images, total = [], 0
+    for i, b64 in enumerate(req.init_images):
+        image = decode_image(b64, ("body", "init_images", i), limits)
+        total += image.width * image.height
+        if total > limits.max_input_pixels:
+            raise RequestError(("body", "init_images", i), f"the init images hold more than "
+                                                           f"{limits.max_input_pixels} pixels together")
+        images.append(image)
+    mask = None
+    if req.mask:
+        mask = decode_image(req.mask, ("body", "mask"), limits)
+        if mask.size != images[0].size:
+            w, h = images[0].size
+            raise RequestError(("body", "mask"), f"mask is {mask.size[0]}x{mask.size[1]}, "
+                                                 f"the first init image {w}x{h}; they must match")
+    if req.mask_blur is None and req.mask_blur_x != req.mask_blur_y:
+        raise RequestError(("body", "mask_blur_x"), "different mask_blur_x and mask_blur_y are not supported; "
+                                                    "set mask_blur")
+    return dict(init_images=images, mask=mask, mask_blur=req.mask_blur if req.mask_blur is not None else req.mask_blur_x,
+                denoising_strength=req.denoising_strength if req.denoising_strength is not None else 0.75,
+                inpainting_mask_invert=bool(req.inpainting_mask_invert))
 
 
 MAX_BRACKETS_PER_EDIT = 64  # ( and [ inside one [ ] group: its parse costs ~ the cube of this
@@ -197,12 +231,8 @@ def run(prepared: Prepared, job, manager: ModelManager) -> dict:
                 except Exception:  # a preview is a courtesy: the job goes on without it
                     job.current_image = None
 
-        common = dict(callback=on_step, should_stop=job.should_stop, should_skip=job.should_skip)
-        if prepared.kind == "txt2img":
-            result = pipe.txt2img(**prepared.kwargs, **common)
-        else:
-            result = pipe.img2img(prepared.init_images, **prepared.kwargs, **common)
-        return response(prepared, result, loaded, job)
+        hooks = JobHooks(callback=on_step, should_stop=job.should_stop, should_skip=job.should_skip)
+        return response(prepared, pipe.generate(prepared.params, hooks), loaded, job)
     finally:
         if prepared.restore:
             if prepared.model and before is not None:
@@ -212,7 +242,7 @@ def run(prepared: Prepared, job, manager: ModelManager) -> dict:
 
 
 def response(prepared: Prepared, result, loaded, job) -> dict:
-    req, kw = prepared.request, prepared.kwargs
+    req, p = prepared.request, prepared.params
     info_obj = loaded.pipe.info
     n = len(result.images)
     images = [encode_png(im, text) for im, text in zip(result.images, result.infotexts)] if req.send_images else []
@@ -222,17 +252,17 @@ def response(prepared: Prepared, result, loaded, job) -> dict:
     info = {
         "prompt": req.prompt, "all_prompts": result.prompts or [req.prompt] * n,
         "negative_prompt": req.negative_prompt, "all_negative_prompts": [req.negative_prompt] * n,
-        "seed": kw["seed"], "all_seeds": result.seeds,
-        "subseed": kw["subseed"], "all_subseeds": [kw["subseed"] + i for i in range(n)],
-        "subseed_strength": kw["subseed_strength"], "width": kw["width"], "height": kw["height"],
-        "sampler_name": kw["sampler_name"], "cfg_scale": kw["cfg_scale"], "steps": kw["steps"],
-        "batch_size": kw["batch_size"], "restore_faces": False, "face_restoration_model": None,
+        "seed": p.seed, "all_seeds": result.seeds,
+        "subseed": p.subseed, "all_subseeds": [p.subseed + i for i in range(n)],
+        "subseed_strength": p.subseed_strength, "width": p.width, "height": p.height,
+        "sampler_name": p.sampler_name, "cfg_scale": p.cfg_scale, "steps": p.steps,
+        "batch_size": p.batch_size, "restore_faces": False, "face_restoration_model": None,
         "sd_model_name": loaded.checkpoint, "sd_model_hash": info_obj.hash,
         "sd_vae_name": info_obj.vae_name, "sd_vae_hash": info_obj.vae_hash,
         "seed_resize_from_w": -1, "seed_resize_from_h": -1,
-        "denoising_strength": kw.get("denoising_strength"), "extra_generation_params": {},
+        "denoising_strength": p.denoising_strength if p.is_img2img else None, "extra_generation_params": {},
         "index_of_first_image": 0, "infotexts": result.infotexts, "styles": [], "job_timestamp": job.timestamp,
-        "clip_skip": kw["clip_skip"], "is_using_inpainting_conditioning": info_obj.image_cond_channels > 0,
+        "clip_skip": p.clip_skip, "is_using_inpainting_conditioning": info_obj.image_cond_channels > 0,
         "interrupted": result.interrupted, "version": _version(),
     }
     return {"images": images, "parameters": parameters, "info": json.dumps(info)}

@@ -7,55 +7,36 @@ long ago); fields sdrt knows but does not implement are refused when set to anyt
 "off" value (see sdrt.server.requests)."""
 from __future__ import annotations
 
+import dataclasses
+import typing
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..pipelines.rng import MAX_SEED
+from ..pipelines.params import GenerationParams
 from .limits import Limits
 
 _A1111 = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
-    """(txt2img, img2img) request models bounded by `limits`; A1111's defaults (512 px, 50 steps)
-    where the limits allow them, else the limit."""
-    # (names unlike the fields': a class body looks up names it assigns in itself, not in this function)
-    default_side = max(64, min(512, limits.max_side // 8 * 8))  # A1111's 512, unless the limit is lower
-    side_bounds = dict(ge=64, le=limits.max_side)  # floored to a multiple of 8, as A1111's latents are
+    """(txt2img, img2img) request models: the GenerationParams fields as A1111's API has them
+    (their `api` metadata, bounded by `limits`) plus the fields only the server knows."""
     text_bounds = dict(max_length=limits.max_prompt_chars)
     image_bounds = dict(max_length=limits.max_image_b64_chars)
 
-    class Txt2ImgRequest(BaseModel):
+    class Txt2ImgServerFields(BaseModel):
         model_config = _A1111
-        prompt: str = Field("", **text_bounds)
-        negative_prompt: str = Field("", **text_bounds)
         styles: Optional[list[str]] = Field(None, max_length=64)
-        seed: int = Field(-1, ge=-1, le=MAX_SEED)
-        subseed: int = Field(-1, ge=-1, le=MAX_SEED)
-        subseed_strength: float = Field(0.0, ge=0.0, le=1.0)
         seed_resize_from_h: int = Field(-1, ge=-1, le=limits.max_side)
         seed_resize_from_w: int = Field(-1, ge=-1, le=limits.max_side)
-        sampler_name: Optional[str] = Field(None, max_length=100)
         sampler_index: Optional[str] = Field("Euler", max_length=100)
-        scheduler: Optional[str] = Field(None, max_length=100)
-        batch_size: int = Field(1, ge=1, le=limits.max_batch_size)
-        n_iter: int = Field(1, ge=1, le=limits.max_n_iter)
-        steps: int = Field(min(50, limits.max_steps), ge=1, le=limits.max_steps)
-        cfg_scale: float = Field(7.0, ge=0.0, le=100.0)
-        width: int = Field(default_side, **side_bounds)
-        height: int = Field(default_side, **side_bounds)
         restore_faces: Optional[bool] = None
         tiling: Optional[bool] = None
         do_not_save_samples: bool = False
         do_not_save_grid: bool = False
-        eta: Optional[float] = Field(None, ge=0.0, le=1.0)
-        denoising_strength: Optional[float] = Field(None, ge=0.0, le=1.0)
+        denoising_strength: Optional[float] = Field(None, ge=0.0, le=1.0)  # A1111: the hires pass's
         s_min_uncond: Optional[float] = Field(None, ge=0.0, le=100.0)
-        s_churn: Optional[float] = Field(None, ge=0.0, le=100.0)
-        s_tmax: Optional[float] = Field(None, ge=0.0, le=1e4)
-        s_tmin: Optional[float] = Field(None, ge=0.0, le=1e4)
-        s_noise: Optional[float] = Field(None, ge=0.0, le=2.0)
         override_settings: Optional[dict[str, Any]] = None
         override_settings_restore_afterwards: bool = True
         refiner_checkpoint: Optional[str] = Field(None, max_length=1000)
@@ -69,24 +50,38 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
         alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
         infotext: Optional[str] = Field(None, **text_bounds)
 
-    class Img2ImgRequest(Txt2ImgRequest):
-        init_images: list[str] = Field(..., min_length=1, max_length=limits.max_init_images)
-        resize_mode: int = Field(0, ge=0, le=2)
-        denoising_strength: Optional[float] = Field(0.75, ge=0.0, le=1.0)
+    txt2img = create_model("Txt2ImgRequest", __base__=Txt2ImgServerFields, **generation_fields(limits, False))
+
+    class Img2ImgServerFields(txt2img):
         image_cfg_scale: Optional[float] = Field(None, ge=0.0, le=100.0)
-        mask: Optional[str] = Field(None, **image_bounds)
         mask_blur_x: int = Field(4, ge=0, le=64)
         mask_blur_y: int = Field(4, ge=0, le=64)
-        mask_blur: Optional[int] = Field(None, ge=0, le=64)
-        inpainting_fill: int = Field(0, ge=0, le=3)
-        inpaint_full_res: bool = True
-        inpaint_full_res_padding: int = Field(0, ge=0, le=256)
-        inpainting_mask_invert: int = Field(0, ge=0, le=1)
         initial_noise_multiplier: Optional[float] = Field(None, ge=0.0, le=2.0)
         latent_mask: Optional[str] = Field(None, **image_bounds)
         include_init_images: bool = False
 
-    return Txt2ImgRequest, Img2ImgRequest
+    img2img = create_model("Img2ImgRequest", __base__=Img2ImgServerFields, **generation_fields(limits, True))
+    return txt2img, img2img
+
+
+def generation_fields(limits: Limits, img2img: bool) -> dict[str, tuple]:
+    """pydantic field definitions of the GenerationParams fields in A1111's request (`api`
+    metadata): the img2img ones only for img2img. For strings and lists ge/le bound the length."""
+    fields = {}
+    for f in dataclasses.fields(GenerationParams):
+        api = f.metadata["api"]
+        if api is None or (f.metadata["img2img"] and not img2img):
+            continue
+        limit = getattr(limits, api.limit) if api.limit else None
+        sized = api.type in (str, Optional[str]) or typing.get_origin(api.type) is list
+        low, high = api.ge, api.le if limit is None else limit
+        bounds = dict(min_length=low, max_length=high) if sized else dict(ge=low, le=high)
+        default = api.default
+        if limit is not None and not sized and default is not None:
+            default = min(default, limit)
+        fields[f.name] = (api.type, Field(... if api.required else default,
+                                          **{k: v for k, v in bounds.items() if v is not None}))
+    return fields
 
 
 class ImageResponse(BaseModel):
