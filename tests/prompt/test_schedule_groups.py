@@ -1,13 +1,11 @@
-"""Prompt editing parsed group by group equals A1111's parse of the whole prompt (the reference:
-one lark Earley parse of the full text), on random prompts built from the grammar's characters,
-and long prompts of many groups stay fast (the whole parse costs ~ the cube of the bracket count)."""
+"""Beyond the whole-parse bound, prompt editing parsed group by group equals A1111's parse of the
+whole prompt (the reference: one lark Earley parse of the full text) on well-formed prompts, and
+long prompts of many groups stay fast (the whole parse costs ~ the cube of the bracket count).
+Random prompts of the grammar's characters within the bound: test_schedule_parity.py."""
 import pytest
 
 from sdrt.prompt import get_learned_conditioning_prompt_schedules as schedules
 from sdrt.prompt.scheduling import _parser, _switch_steps, _text_at, top_level_groups
-
-TOKENS = ["a", "b c", " ", "(", ")", "[", "]", ":", "|", "0.5", "3", "1.2", "\\(", "\\[", ", "]
-
 
 def whole_parse(prompt: str, steps: int) -> list[list]:
     import lark
@@ -19,13 +17,25 @@ def whole_parse(prompt: str, steps: int) -> list[list]:
     return [[t, _text_at(tree, t)] for t in _switch_steps(tree, steps, 0, 0.0, False)]
 
 
-def test_group_by_group_equals_the_whole_parse(rng):
-    prompts = ["a [b:c:3] (d:1.2) [e|f] g", "[a:(b:1.1):0.5] [c [d:e:2]]", "(a [b:c:2]) x:y [z]", "[a)", "([a:b:2)]",
-               "\\[a:b:2\\] [c:d:1]", "a: [b:c:4], (d)"]
-    for _ in range(400):
-        prompts.append("".join(TOKENS[i] for i in rng.integers(0, len(TOKENS), int(rng.integers(1, 14)))))
+GROUPS = ["(a:1.2)", "[b:c:3]", "[d|e]", "(f)", "[g:0.5]", "[h::2]", "[i:(j:1.1):0.4]", "[k [l:m:2]]"]
+WORDS = ["x", "y z", ", ", " "]
+
+
+def test_group_by_group_equals_the_whole_parse_on_well_formed_prompts(rng):
+    """Prompts of valid emphasis, edit and alternation groups between plain words, all past the
+    bound (so sdrt parses them group by group): the same schedules as one whole-prompt parse."""
+    from sdrt.prompt.scheduling import WHOLE_PARSE_MAX_SYNTAX, syntax_characters
+
+    prompts = ["a [b:c:3] (d:1.2) [e|f] (g)", "[a:(b:1.1):0.5] [c [d:e:2]]", "\\[a:b:2\\] [c:d:1] (e) (f:2)"]
+    while len(prompts) < 40:
+        parts = [GROUPS[i] if k % 2 else WORDS[i % len(WORDS)]
+                 for k, i in enumerate(rng.integers(0, len(GROUPS), int(rng.integers(8, 12))))]
+        prompt = "".join(parts)
+        if syntax_characters(prompt) > WHOLE_PARSE_MAX_SYNTAX:
+            prompts.append(prompt)
     for prompt in prompts:
-        for steps in (1, 7, 20):
+        assert syntax_characters(prompt) > WHOLE_PARSE_MAX_SYNTAX, prompt
+        for steps in (7, 20):
             assert schedules([prompt], steps)[0] == whole_parse(prompt, steps), (prompt, steps)
 
 

@@ -1,20 +1,30 @@
 """A1111 prompt editing ``[from:to:when]`` and alternation ``[a|b]`` over sampling steps, and
 ``AND`` composition.
 
-Semantics as documented for AUTOMATIC1111's get_learned_conditioning_prompt_schedules (v1.6+):
+Semantics of AUTOMATIC1111's modules/prompt_parser.py (v1.6+), get_learned_conditioning_prompt_schedules:
 ``when`` written with a '.' is a fraction of the steps, otherwise a step number (for a hires pass
 the fraction counts from 1.0 and the integer from the base steps); the prompt before the switch is
 used while ``step <= when``; alternation picks option ``(step - 1) % n``. A prompt that does not
-parse is used unchanged for every step. The grammar is parsed with lark, as in A1111.
+parse is used unchanged for every step.
+
+A1111 parses the whole prompt with lark's Earley parser, whose cost grows about as the cube of the
+number of syntax characters ``[ ] ( ) : |`` (and with the length): tens of milliseconds at 10,
+seconds at 100, minutes at a few hundred. sdrt does exactly that, same grammar and same lark parse,
+for prompts of at most :data:`WHOLE_PARSE_MAX_SYNTAX` syntax characters and
+:data:`WHOLE_PARSE_MAX_CHARS` characters. Beyond, it tells without parsing whether A1111's parse
+would fail (:func:`_whole_parse_fails`; then the prompt is used as written, as A1111 does) and
+otherwise parses the prompt group by group (:func:`top_level_groups`), which equals A1111 except
+where A1111's parser reads a group as literal text (docs/prompt-syntax.md).
 """
 from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, Union
 
 import lark
 
+# A1111's grammar, verbatim (modules/prompt_parser.py, schedule_parser)
 _GRAMMAR = r"""
 !start: (prompt | /[][():]/+)*
 prompt: (emphasized | scheduled | alternate | plain | WHITESPACE)*
@@ -28,41 +38,120 @@ plain: /([^\\\[\]():|]|\\.)+/
 %import common.SIGNED_NUMBER -> NUMBER
 """
 
+#: Prompts of at most this many syntax characters (unescaped ``[ ] ( ) : |``; "(a:1.1)" counts 3,
+#: "[a:b:5]" 4) and at most WHOLE_PARSE_MAX_CHARS characters are parsed whole, exactly as A1111
+#: does; others group by group. Worst case measured at the bound (10 brackets, each between spaces,
+#: spread over 1,000 characters): 40-50 ms of CPU on the 2-core development box, lark 1.3.1;
+#: ordinary prompts of that size ~25 ms. See docs/prompt-syntax.md.
+WHOLE_PARSE_MAX_SYNTAX = 10
+WHOLE_PARSE_MAX_CHARS = 1000
+
+_SYNTAX = re.compile(r"\\.|([][():|])")
+
+
+def syntax_characters(prompt: str) -> int:
+    """The unescaped ``[ ] ( ) : |`` in `prompt` (what the whole-prompt parse's cost grows with)."""
+    return sum(1 for m in _SYNTAX.finditer(prompt) if m.group(1))
+
 
 @lru_cache(maxsize=1)
 def _parser() -> lark.Lark:
-    return lark.Lark(_GRAMMAR)
+    return lark.Lark(_GRAMMAR)  # A1111's construction: Earley, dynamic lexer, ambiguity resolved
 
 
-def _switch_steps(tree: lark.Tree, steps: int, int_offset: int, flt_offset: float, old_rule: bool) -> list[int]:
-    """Resolves each `scheduled` node's `when` to a step (in place) and returns the sorted step
-    boundaries of the whole prompt."""
-    bounds = {steps}
-    for node in tree.iter_subtrees():
-        if node.data == "scheduled":
-            text = str(node.children[-2])
-            value = float(text)
-            if old_rule:
-                value = value * steps if value < 1 else value
-            elif "." in text:
-                value = (value - flt_offset) * steps
-            else:
-                value = value - int_offset
-            # an overflowing "when" (e.g. 1e400) is past the end: clamp before int() can overflow
-            node.children[-2] = int(max(-1.0, min(float(steps), value)))
-            if node.children[-2] >= 1:
-                bounds.add(node.children[-2])
-        elif node.data == "alternate":
-            bounds.update(range(1, steps + 1))
-    return sorted(bounds)
+# A parsed prompt, compiled from lark's tree to plain tuples (immutable, so it can be cached and
+# resolved for any step count): text is a str, ("seq", parts) a concatenation,
+# ("sched", before, after, number_text) a prompt edit, ("alt", options) an alternation.
+_Node = Union[str, tuple]
+
+
+def _compile(node) -> _Node:
+    if node is None:  # an omitted optional part: [to:when] has no "from", [a|] an empty option
+        return ""
+    if isinstance(node, lark.Token):
+        return str(node)
+    if node.data == "scheduled":
+        before, after, _, when, _ = node.children
+        return ("sched", _compile(before), _compile(after), str(when))
+    if node.data == "alternate":
+        return ("alt", tuple(_compile(c) for c in node.children))
+    parts: list = []
+    for child in node.children:
+        part = _compile(child)
+        if isinstance(part, tuple) and part[0] == "seq":
+            items = part[1]
+        else:
+            items = (part,)
+        for item in items:
+            if isinstance(item, str) and parts and isinstance(parts[-1], str):
+                parts[-1] += item
+            elif item != "":
+                parts.append(item)
+    if not parts:
+        return ""
+    return parts[0] if len(parts) == 1 else ("seq", tuple(parts))
+
+
+@lru_cache(maxsize=512)
+def _compiled_with(parser, text: str) -> _Node | None:
+    try:
+        return _compile(parser.parse(text))
+    except (lark.exceptions.LarkError, RecursionError):  # does not parse: A1111 uses the text as written
+        return None
+
+
+def _compiled(text: str) -> _Node | None:
+    """`text` parsed with A1111's grammar and compiled, or None if it does not parse. Cached: the
+    same prompt is scheduled for the base pass, the hires pass and every batch."""
+    return _compiled_with(_parser(), text)
+
+
+def _when(number: str, steps: int, int_offset: int, flt_offset: float, old_rule: bool) -> int:
+    """A1111's step for a `when` (CollectSteps.scheduled)."""
+    value = float(number)
+    if old_rule:
+        value = value * steps if value < 1 else value
+    elif "." in number:
+        value = (value - flt_offset) * steps
+    else:
+        value = value - int_offset
+    # A1111 takes min(steps, int(value)); int() of an overflowing "when" (1e400) raises there, sdrt
+    # clamps (past the end). Below -1 every step is past the switch either way.
+    return int(max(-1.0, min(float(steps), value)))
+
+
+def _collect(node: _Node, whens: list[str]) -> bool:
+    """Appends every edit's `when` text under `node` to `whens`; True if `node` holds an alternation."""
+    if isinstance(node, str):
+        return False
+    if node[0] == "sched":
+        whens.append(node[3])
+        alt = _collect(node[1], whens)
+        return _collect(node[2], whens) or alt
+    alt = node[0] == "alt"
+    for child in node[1]:
+        alt = _collect(child, whens) or alt
+    return alt
+
+
+def _resolve(node: _Node, step: int, when: dict[str, int]) -> str:
+    """The text of `node` in effect at `step` (1-based)."""
+    if isinstance(node, str):
+        return node
+    kind = node[0]
+    if kind == "sched":
+        return _resolve(node[1] if step <= when[node[3]] else node[2], step, when)
+    if kind == "alt":
+        options = node[1]
+        return _resolve(options[(step - 1) % len(options)], step, when)
+    return "".join(_resolve(child, step, when) for child in node[1])
 
 
 def top_level_groups(prompt: str) -> list[str]:
     """The prompt cut where its ( ) and [ ] nesting returns to zero: each bracket group, and the
-    text between groups. lark's Earley parse of the whole prompt costs about the cube of its
-    bracket count (100 "(a:1.1)" groups: 5 s), and a balanced group parses the same alone as in
-    the whole, so the groups are parsed one by one (those without "[" need no parse at all). A
-    prompt whose brackets do not balance or match is one piece (parsed whole, as A1111 does)."""
+    text between groups. A prompt whose brackets do not balance or match is one piece. Beyond
+    the whole-parse bound, the groups holding "[" are parsed one by one instead of the whole
+    prompt (the others need no parse)."""
     pieces, stack, start, i = [], [], 0, 0
     while i < len(prompt):
         c = prompt[i]
@@ -88,8 +177,80 @@ def top_level_groups(prompt: str) -> list[str]:
     return pieces
 
 
+# what may follow an edit's last ":" ([WHITESPACE] NUMBER [WHITESPACE]; lark's SIGNED_NUMBER)
+_NUMBER_PART = re.compile(r"\s*[+-]?(?:[0-9]+[eE][+-]?[0-9]+"
+                          r"|(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+)\s*")
+
+
+def _whole_parse_fails(prompt: str) -> bool:
+    """Whether A1111's whole-prompt parse of `prompt` fails, without running it (linear time).
+
+    At the top level the grammar takes any of ``[ ] ( ) :`` as literal text, so only two things
+    can fail it: a backslash that escapes nothing (last, or before a newline), and a ``|`` that no
+    alternation can hold. An alternation is a bracket group matched strictly from its ``[`` to its
+    ``]`` (no literal brackets inside), with no ``:`` at its own level and every group inside it a
+    valid emphasis ``(p)`` ``(p:p)`` ``[p]``, edit ``[p:p:N]`` ``[p:N]`` or alternation. The
+    innermost unmatched bracket around a ``|`` is the only candidate; a closing bracket that does
+    not match the innermost open one ends every candidate open before it."""
+    i, n = 0, len(prompt)
+    # one frame per open bracket: [kind, colons, bars, children_valid, last_colon]
+    stack: list[list] = []
+    while i < n:
+        c = prompt[i]
+        if c == "\\":
+            if i + 1 >= n or prompt[i + 1] == "\n":
+                return True
+            i += 2
+            continue
+        if c in "([":
+            stack.append([c, 0, 0, True, -1])
+        elif c in ")]":
+            if not stack or stack[-1][0] != ("(" if c == ")" else "["):
+                if any(frame[2] for frame in stack):  # these | can no longer be closed
+                    return True
+                stack.clear()
+            else:
+                kind, colons, bars, children_valid, last_colon = stack.pop()
+                if bars and (kind == "(" or colons or not children_valid):
+                    return True  # not an alternation, and the only candidate for these |
+                if kind == "(":
+                    valid = colons <= 1 and children_valid  # (p) or (p:p)
+                elif bars:
+                    valid = True  # [p|p...]
+                else:  # [p], or an edit [p:N] [p:p:N]
+                    valid = children_valid and (
+                        colons == 0 or (colons <= 2 and _NUMBER_PART.fullmatch(prompt, last_colon + 1, i) is not None))
+                if stack:
+                    stack[-1][3] = stack[-1][3] and valid
+        elif c == ":":
+            if stack:
+                stack[-1][1] += 1
+                stack[-1][4] = i
+        elif c == "|":
+            if not stack or stack[-1][0] != "[":
+                return True
+            stack[-1][2] += 1
+        i += 1
+    return any(frame[2] for frame in stack)
+
+
+# The lark-tree forms of the two steps above, for callers holding a tree from _parser().parse().
+def _switch_steps(tree: lark.Tree, steps: int, int_offset: int, flt_offset: float, old_rule: bool) -> list[int]:
+    """Resolves each `scheduled` node's `when` to a step (in place, as A1111 does) and returns the
+    sorted step boundaries of the whole prompt."""
+    bounds = {steps}
+    for node in tree.iter_subtrees():
+        if node.data == "scheduled":
+            node.children[-2] = _when(str(node.children[-2]), steps, int_offset, flt_offset, old_rule)
+            if node.children[-2] >= 1:
+                bounds.add(node.children[-2])
+        elif node.data == "alternate":
+            bounds.update(range(1, steps + 1))
+    return sorted(bounds)
+
+
 def _text_at(tree, step: int) -> str:
-    """The prompt text in effect at `step` (1-based)."""
+    """The text of a tree resolved by _switch_steps, in effect at `step` (1-based)."""
     out: list[str] = []
 
     def walk(node) -> None:
@@ -115,6 +276,7 @@ def get_learned_conditioning_prompt_schedules(prompts: Sequence[str], base_steps
                                               hires_steps: int | None = None,
                                               use_old_scheduling: bool = False) -> list[list[list]]:
     """For each prompt, ``[[end_at_step, text], ...]``: the text to use up to and including that step.
+    With `hires_steps`, the schedule of the hires pass (A1111's signature and semantics).
 
     ``get_learned_conditioning_prompt_schedules(["a [b:3]"], 10)[0] == [[3, 'a '], [10, 'a b']]``.
     """
@@ -124,32 +286,45 @@ def get_learned_conditioning_prompt_schedules(prompts: Sequence[str], base_steps
         int_offset, flt_offset, steps = base_steps, 1.0, hires_steps
 
     def schedule(prompt: str) -> list[list]:
-        pieces = top_level_groups(prompt)
-        if not any("[" in p for p in pieces):  # no [ ]: nothing is scheduled, the text is the prompt
+        if "[" not in prompt:  # nothing to schedule: A1111's text is the prompt, parsed or not
             return [[steps, prompt]]
-        trees = []
+        if len(prompt) <= WHOLE_PARSE_MAX_CHARS and syntax_characters(prompt) <= WHOLE_PARSE_MAX_SYNTAX:
+            pieces = [prompt]  # exactly A1111
+        elif _whole_parse_fails(prompt):  # A1111's parse would fail: the prompt as written
+            return [[steps, prompt]]
+        else:
+            pieces = top_level_groups(prompt)
+        nodes: list[_Node] = []
         for piece in pieces:
-            if "[" not in piece:
-                trees.append(piece)
-                continue
-            try:
-                trees.append(_parser().parse(piece))
-            except (lark.exceptions.LarkError, RecursionError):  # does not parse: the text as written
+            node = _compiled(piece) if "[" in piece else piece
+            if node is None:
                 return [[steps, prompt]]
-        bounds = sorted({b for t in trees if not isinstance(t, str)
-                         for b in _switch_steps(t, steps, int_offset, flt_offset, use_old_scheduling)})
-        return [[b, "".join(t if isinstance(t, str) else _text_at(t, b) for t in trees)] for b in bounds]
+            nodes.append(node)
+        try:
+            whens: list[str] = []
+            alternates = False
+            for node in nodes:
+                alternates = _collect(node, whens) or alternates
+            when = {w: _when(w, steps, int_offset, flt_offset, use_old_scheduling) for w in whens}
+            bounds = {steps, *(w for w in when.values() if w >= 1)}
+            if alternates:
+                bounds.update(range(1, steps + 1))
+            return [[b, "".join(_resolve(node, b, when) for node in nodes)] for b in sorted(bounds)]
+        except RecursionError:  # nesting deeper than Python's stack: as a prompt that does not parse
+            return [[steps, prompt]]
 
     cache = {p: schedule(p) for p in set(prompts)}
     return [cache[p] for p in prompts]
 
 
 _AND = re.compile(r"\bAND\b")
-_WEIGHT = re.compile(r"^(\s*.*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
+# A1111's re_weight (v1.6+): the text may span lines ("(?:\s|.)", not ".")
+_WEIGHT = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
 
 
 def split_and(prompt: str) -> list[tuple[str, float]]:
-    """Composable diffusion: ``"a cat AND a dog :0.5"`` -> ``[("a cat", 1.0), (" a dog", 0.5)]``."""
+    """Composable diffusion: ``"a cat AND a dog :0.5"`` -> ``[("a cat", 1.0), (" a dog", 0.5)]``
+    (A1111's get_multicond_prompt_list)."""
     parts = []
     for sub in _AND.split(prompt):
         m = _WEIGHT.search(sub)
