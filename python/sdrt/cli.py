@@ -183,14 +183,24 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .cli_generation import add_generation_arguments
 
     parser = argparse.ArgumentParser(prog="sdrt", description="sdrt: an optimized Stable Diffusion runtime.")
     parser.add_argument("--version", action="version", version=f"sdrt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_info_parser, _add_generation_parsers, _add_convert_parser, _add_export_parser, _add_bench_parser,
+                _add_serve_parser, _add_models_parser, _add_png_info_parser):
+        add(sub)
+    return parser
+
+
+def _add_info_parser(sub) -> None:
     info = sub.add_parser("info", help="version, compiled extension, backends and devices")
     info.add_argument("--json", action="store_true", help="print the facts as JSON")
     info.set_defaults(func=_cmd_info)
+
+
+def _add_generation_parsers(sub) -> None:
+    from .cli_generation import add_generation_arguments
 
     t2i = sub.add_parser("txt2img", help="generate images from a prompt")
     add_generation_arguments(t2i, "txt2img.png", img2img=False)
@@ -199,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_generation_arguments(i2i, "img2img.png", img2img=True)
     i2i.set_defaults(func=_cmd_generate)
 
+
+def _add_convert_parser(sub) -> None:
     convert = sub.add_parser("convert", help="save a model as one A1111-loadable .safetensors (LoRAs merged in)")
     convert.add_argument("model", help="'toy', a diffusers folder, a checkpoint file or a name in --models-dir")
     convert.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
@@ -208,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--fp32", action="store_true", help="keep float32 weights (default fp16, as A1111 saves)")
     convert.set_defaults(func=_cmd_convert)
 
+
+def _add_export_parser(sub) -> None:
     export = sub.add_parser("export", help="export a model's components for another runtime (ONNX, Core ML)")
     export.add_argument("model", help="'toy', a diffusers folder, a checkpoint file or a name in --models-dir")
     export.add_argument("--to", default="onnx", choices=["onnx", "tensorrt", "coreml"])
@@ -221,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--models-dir", default=None, help="default: $SDRT_MODELS_ROOT")
     export.set_defaults(func=_cmd_export)
 
+
+def _add_bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="time txt2img end to end and per stage (optionally against a second config)")
     bench.add_argument("--model", default="toy")
     bench.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
@@ -243,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default=None, help="write the results here")
     bench.set_defaults(func=_cmd_bench)
 
+
+def _add_serve_parser(sub) -> None:
     srv = sub.add_parser("serve", help="AUTOMATIC1111-compatible HTTP API (/sdapi/v1) on FastAPI + uvicorn")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     srv.add_argument("--port", type=int, default=7860)
@@ -264,17 +282,20 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     srv.set_defaults(func=_cmd_serve)
 
+
+def _add_models_parser(sub) -> None:
     models = sub.add_parser("models", help="list the checkpoints, LoRAs, VAEs and embeddings in the model folders")
     models.add_argument("--models-dir", default=None, help="default: $SDRT_MODELS_ROOT")
     models.add_argument("--kind", choices=["checkpoints", "lora", "vae", "embeddings"], default=None)
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=_cmd_models)
 
+
+def _add_png_info_parser(sub) -> None:
     info_png = sub.add_parser("png-info", help="print the generation parameters stored in an image")
     info_png.add_argument("image")
     info_png.add_argument("--json", action="store_true", help="print them parsed, as JSON")
     info_png.set_defaults(func=_cmd_png_info)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
