@@ -32,7 +32,7 @@ demo: setup
 	$(VENV)/bin/sdrt txt2img "$(DEMO_PROMPT)" --seed 1 --cfg-scale 5 -o demo.png
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
