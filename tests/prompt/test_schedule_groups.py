@@ -5,17 +5,8 @@ Random prompts of the grammar's characters within the bound: test_schedule_parit
 import pytest
 
 from sdrt.prompt import get_learned_conditioning_prompt_schedules as schedules
-from sdrt.prompt.scheduling import _parser, _switch_steps, _text_at, top_level_groups
-
-def whole_parse(prompt: str, steps: int) -> list[list]:
-    import lark
-
-    try:
-        tree = _parser().parse(prompt)
-    except lark.exceptions.LarkError:
-        return [[steps, prompt]]
-    return [[t, _text_at(tree, t)] for t in _switch_steps(tree, steps, 0, 0.0, False)]
-
+from sdrt.prompt.scheduling import top_level_groups
+from test_schedule_parity import a1111 as whole_parse  # the independent A1111 oracle
 
 GROUPS = ["(a:1.2)", "[b:c:3]", "[d|e]", "(f)", "[g:0.5]", "[h::2]", "[i:(j:1.1):0.4]", "[k [l:m:2]]"]
 WORDS = ["x", "y z", ", ", " "]

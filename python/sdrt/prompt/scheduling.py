@@ -234,44 +234,6 @@ def _whole_parse_fails(prompt: str) -> bool:
     return any(frame[2] for frame in stack)
 
 
-# The lark-tree forms of the two steps above, for callers holding a tree from _parser().parse().
-def _switch_steps(tree: lark.Tree, steps: int, int_offset: int, flt_offset: float, old_rule: bool) -> list[int]:
-    """Resolves each `scheduled` node's `when` to a step (in place, as A1111 does) and returns the
-    sorted step boundaries of the whole prompt."""
-    bounds = {steps}
-    for node in tree.iter_subtrees():
-        if node.data == "scheduled":
-            node.children[-2] = _when(str(node.children[-2]), steps, int_offset, flt_offset, old_rule)
-            if node.children[-2] >= 1:
-                bounds.add(node.children[-2])
-        elif node.data == "alternate":
-            bounds.update(range(1, steps + 1))
-    return sorted(bounds)
-
-
-def _text_at(tree, step: int) -> str:
-    """The text of a tree resolved by _switch_steps, in effect at `step` (1-based)."""
-    out: list[str] = []
-
-    def walk(node) -> None:
-        if isinstance(node, lark.Token):
-            out.append(str(node))
-        elif node is None:
-            return
-        elif node.data == "scheduled":
-            before, after, _, when, _ = node.children
-            walk(before if step <= when else after)
-        elif node.data == "alternate":
-            options = node.children
-            walk(options[(step - 1) % len(options)])
-        else:
-            for child in node.children:
-                walk(child)
-
-    walk(tree)
-    return "".join(out)
-
-
 def get_learned_conditioning_prompt_schedules(prompts: Sequence[str], base_steps: int,
                                               hires_steps: int | None = None,
                                               use_old_scheduling: bool = False) -> list[list[list]]:
