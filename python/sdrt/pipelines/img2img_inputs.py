@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from . import images as imgs
+from .infotext import infotext_number
 from .params import GenerationParams
 from .postprocess import PasteBack
 from .start_point import FILLS, StartPoint
@@ -43,7 +44,7 @@ class Img2ImgInputs:
 
     def _prepare_mask(self, p: GenerationParams, size: tuple[int, int]) -> None:
         blur = p.mask_blur
-        self.infotext["Mask blur"] = int(blur) if float(blur).is_integer() else float(blur)
+        self.infotext["Mask blur"] = infotext_number(blur)
         m = p.mask.convert("L")
         if p.inpainting_mask_invert:
             m = Image.eval(m, lambda v: 255 - v)

@@ -12,6 +12,11 @@ def _quote(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
 
 
+def infotext_number(v: float):
+    """A number as A1111 writes it: 7 for 7.0, 0.5 for 0.5."""
+    return int(v) if float(v).is_integer() else float(v)
+
+
 def create_infotext(prompt: str, negative_prompt: str, params: Mapping[str, Any]) -> str:
     """``prompt\\nNegative prompt: ...\\nKey: value, ...``; None values are skipped and the negative
     line is left out when empty (A1111 processing.create_infotext)."""

@@ -5,11 +5,8 @@ from typing import Optional
 
 from .. import __version__
 from .infotext import create_infotext
+from .infotext import infotext_number as _num
 from .job import Batch, Job
-
-
-def _num(v: float):
-    return int(v) if float(v).is_integer() else float(v)
 
 
 def batch_infotexts(job: Job, batch: Batch, model, strength: Optional[float]) -> list[str]:
@@ -27,7 +24,7 @@ def batch_infotexts(job: Job, batch: Batch, model, strength: Optional[float]) ->
                   "Clip skip": p.clip_skip if p.clip_skip > 1 else None,
                   "ENSD": int(p.eta_noise_seed_delta) if p.eta_noise_seed_delta else None,
                   "RNG": "CPU",  # A1111's default is GPU; CPU is what reproduces across machines
-                  **job.sampler.eta_infotext(p.eta),
+                  **{k: _num(v) for k, v in job.sampler.eta_infotext(p.eta).items()},
                   **job.infotext,
                   "Version": f"sdrt {__version__}"}
         texts.append(create_infotext(prompt, negative, params))

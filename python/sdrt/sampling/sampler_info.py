@@ -89,4 +89,4 @@ class SamplerInfo:
         if eta is None or "eta" not in self.options:
             return {}
         field, default = ("Eta DDIM", 0.0) if self.timesteps is not None else ("Eta", 1.0)
-        return {} if float(eta) == default else {field: int(eta) if float(eta).is_integer() else float(eta)}
+        return {} if float(eta) == default else {field: float(eta)}
