@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from ..prompt.extra_networks import LoraTag
-from .patches import can_patch_weights
+from .patches import check_patchable
 
 LoraRequest = tuple  # (name_or_path, weight) | (name_or_path, te_weight, unet_weight) | LoraTag
 
@@ -46,9 +46,7 @@ class Networks:
         requests += [self._from_argument(item) for item in (loras or [])]
         if not requests:
             return None
-        if not can_patch_weights(self.pipeline.backend):  # before reading any file
-            raise ValueError(f"loras: the {self.pipeline.backend.name} backend cannot patch model weights at run "
-                             f"time; {LoraPatch.hint}")
+        check_patchable(LoraPatch.name, LoraPatch.hint, self.pipeline.backend)  # before reading any file
         specs = [(self._load(path), tag.te_weight, tag.unet_weight) for tag, path in requests]
         return LoraPatch(specs, {"Lora hashes": ", ".join(f"{tag.name}: {_short_hash(path)}" for tag, path in requests)})
 

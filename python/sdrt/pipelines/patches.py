@@ -21,15 +21,21 @@ def can_patch_weights(backend) -> bool:
     return bool(backend.capabilities.patchable_weights)
 
 
+def check_patchable(name: str, hint: str, backend) -> None:
+    """Refuse a weight patch named `name` on a backend that cannot patch weights at run time."""
+    if not can_patch_weights(backend):
+        raise ValueError(f"{name}: the {backend.name} backend cannot patch model weights at run time"
+                         + (f"; {hint}" if hint else ""))
+
+
 @contextmanager
 def applied(patches: Sequence[JobPatch], backend) -> Iterator[None]:
     """Apply `patches` in order for the body of the with-block, then undo them in reverse order.
     Every patch is checked against the backend before any is applied; a failure while applying
     undoes the ones applied before it. An undo that fails does not stop the others."""
     for patch in patches:
-        if patch.needs_weights and not can_patch_weights(backend):
-            raise ValueError(f"{patch.name}: the {backend.name} backend cannot patch model weights at run time"
-                             + (f"; {patch.hint}" if patch.hint else ""))
+        if patch.needs_weights:
+            check_patchable(patch.name, patch.hint, backend)
     undo: list[Callable[[], None]] = []
     try:
         for patch in patches:
