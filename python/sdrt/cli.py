@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sdrt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_info_parser, _add_generation_parsers, _add_convert_parser, _add_export_parser, _add_bench_parser,
-                _add_serve_parser, _add_models_parser, _add_png_info_parser):
+                _add_serve_parser, _add_models_parser, _add_png_info_parser, _add_upscale_parser):
         add(sub)
     return parser
 
@@ -208,6 +208,53 @@ def _add_generation_parsers(sub) -> None:
     i2i = sub.add_parser("img2img", help="redraw an image from a prompt (inpaint with --mask)")
     add_generation_arguments(i2i, "img2img.png", img2img=True)
     i2i.set_defaults(func=_cmd_generate)
+
+
+def _add_upscale_parser(sub) -> None:
+    up = sub.add_parser("upscale", help="upscale an image as A1111's Extras tab does")
+    up.add_argument("image")
+    up.add_argument("-o", "--output", default="upscaled.png", help="PNG path")
+    up.add_argument("--upscaler", default="Lanczos", help="'Lanczos', 'Nearest', 'ToyESRGAN_2x', a file name in "
+                    "models/ESRGAN or an 'R-ESRGAN ...' label (see `sdrt upscale --list`)")
+    up.add_argument("--scale", type=float, default=2.0, help="upscale by this factor (1-8)")
+    up.add_argument("--width", type=int, default=None, help="upscale to this size instead (with --height)")
+    up.add_argument("--height", type=int, default=None)
+    up.add_argument("--no-crop", action="store_true", help="with --width/--height: keep the aspect, do not crop")
+    up.add_argument("--upscaler-2", default="None", help="a second upscaler blended in")
+    up.add_argument("--upscaler-2-visibility", type=float, default=0.0)
+    up.add_argument("--tile", type=int, default=192, help="model upscalers: tile size in pixels (0: whole image)")
+    up.add_argument("--tile-overlap", type=int, default=8)
+    up.add_argument("--device", default="cpu")
+    up.add_argument("--models-dir", default=None, help="default: $SDRT_MODELS_ROOT")
+    up.add_argument("--list", action="store_true", help="list the upscalers and exit")
+    up.set_defaults(func=_cmd_upscale)
+
+
+def _cmd_upscale(args: argparse.Namespace) -> int:
+    from .cli_generation import open_image
+    from .loading import model_folders
+    from .pipelines.png import save_png
+    from .postprocess.extras import ExtrasParams, run_extras
+    from .postprocess.upscalers import Upscalers
+
+    upscalers = Upscalers(model_folders(args.models_dir), tile=args.tile, overlap=args.tile_overlap, device=args.device)
+    if args.list:
+        for entry in upscalers.entries():
+            print(entry.name if entry.path is None else f"{entry.name}  ({entry.path})")
+        return 0
+    if (args.width is None) != (args.height is None):
+        raise ValueError("--width and --height go together")
+    to = args.width is not None
+    params = ExtrasParams(resize_mode=int(to), upscaling_resize=args.scale, upscaling_resize_w=args.width or 512,
+                          upscaling_resize_h=args.height or 512, upscaling_crop=not args.no_crop,
+                          upscaler_1=args.upscaler, upscaler_2=args.upscaler_2,
+                          extras_upscaler_2_visibility=args.upscaler_2_visibility)
+    params.validate(upscalers)
+    source = open_image(args.image, "image")
+    image, text = run_extras(source, params, upscalers)
+    save_png(image, args.output, source.info.get("parameters"), chunks={"postprocessing": text} if text else None)
+    print(f"wrote {args.output} ({image.width}x{image.height})")
+    return 0
 
 
 def _add_convert_parser(sub) -> None:

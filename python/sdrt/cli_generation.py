@@ -20,9 +20,10 @@ def _argument_type(annotation: str):
 
 
 def _add_param_arguments(p: argparse.ArgumentParser, img2img: bool) -> None:
+    mode = "img2img" if img2img else "txt2img"
     for f in dataclasses.fields(GenerationParams):
         flags, meta = f.metadata["cli"], f.metadata
-        if not flags or (meta["img2img"] and not img2img):
+        if not flags or meta["only"] not in (None, mode):
             continue
         default = None if f.default is dataclasses.MISSING else f.default
         if "bool" in f.type:
@@ -59,6 +60,9 @@ def add_generation_arguments(p: argparse.ArgumentParser, default_output: str, im
 
 def params_from_args(args: argparse.Namespace) -> GenerationParams:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerationParams) if hasattr(args, f.name)}
+    hires = [f for f in dataclasses.fields(GenerationParams) if f.name.startswith("hr_") and f.name in values]
+    if any(values[f.name] != f.default for f in hires):
+        values["enable_hr"] = True  # any --hr-* option asks for the hires fix
     if getattr(args, "init_image", None):
         values["init_images"] = [open_image(args.init_image, "init image")]
         values["mask"] = open_image(args.mask, "mask") if args.mask else None
@@ -81,7 +85,8 @@ def open_image(path: str, what: str):
 def _progress(info: dict) -> None:
     done, total = info["i"] + 1, info["total"]
     bar = "#" * (30 * done // total)
-    print(f"\rsampling [{bar:<30}] {done}/{total}", end="", file=sys.stderr, flush=True)
+    what = "hires pass" if info.get("hires_pass") else "sampling"
+    print(f"\r{what} [{bar:<30}] {done}/{total}", end="", file=sys.stderr, flush=True)
 
 
 def run_generation(args: argparse.Namespace) -> int:
@@ -99,7 +104,12 @@ def run_generation(args: argparse.Namespace) -> int:
     if pipe.embeddings is not None and pipe.embeddings.skipped and not args.quiet:
         for path, why in pipe.embeddings.skipped.items():
             print(f"skipped embedding {path}: {why}", file=sys.stderr)
-    result = pipe.generate(params, JobHooks(callback=None if args.quiet else _progress))
+    hires_pipe = None
+    if params.hr_checkpoint_name:
+        hires_pipe = load(params.hr_checkpoint_name, backend=args.backend, device=args.device, vae=args.vae,
+                          models_dir=args.models_dir, embeddings_dir=args.embeddings_dir,
+                          sampler_loop=args.sampler_loop, **extra)
+    result = pipe.generate(params, JobHooks(callback=None if args.quiet else _progress, hires_pipeline=hires_pipe))
     if not args.quiet:
         print(file=sys.stderr)
     paths = _output_paths(args.output, len(result.images))

@@ -21,7 +21,10 @@ DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "parameters.m
     (dict(height=8.5), r"^height=8.5; must be a positive multiple of 8$"),
     (dict(cfg_scale=float("inf")), r"^cfg_scale=inf; must be a finite number$"),
     (dict(eta="high"), r"^eta='high'; must be a number$"),
-    (dict(denoising_strength=-0.1), r"^denoising_strength=-0.1; must be in \[0, 1\]$"),
+    (dict(denoising_strength=-0.1), r"^denoising_strength=-0.1; must be in \[0, 1\] \(img2img, and the hires"),
+    (dict(hr_scale=9), r"^hr_scale=9; must be in \[1, 8\]"),
+    (dict(enable_hr=True, denoising_strength=0), r"^denoising_strength=0 with enable_hr"),
+    (dict(init_images=[Image.new("RGB", (8, 8))], hr_scale=3.0), r"^hr_scale=3.0; a txt2img parameter"),
     (dict(resize_mode=3), r"^resize_mode=3; must be in \[0, 2\] \(0 just resize"),
     (dict(mask_blur=65), r"^mask_blur=65; must be in \[0, 64\]"),
     (dict(negative_prompt=["a", "b"]), r"^negative_prompt: expected a string or a list of 1 strings"),
@@ -49,8 +52,10 @@ def test_docs_table_is_generated_from_the_fields():
 
 
 def test_wrappers_refuse_fields_of_the_other_mode():
-    with pytest.raises(TypeError, match="txt2img.*'denoising_strength'"):
-        Pipeline.txt2img(object(), "x", denoising_strength=0.5)
+    with pytest.raises(TypeError, match="txt2img.*'resize_mode'"):
+        Pipeline.txt2img(object(), "x", resize_mode=1)
+    with pytest.raises(TypeError, match="img2img.*'hr_scale' \\(a txt2img parameter"):
+        Pipeline.img2img(object(), Image.new("RGB", (8, 8)), "x", hr_scale=2.0)
     with pytest.raises(TypeError, match="unexpected keyword argument 'stepz'"):
         GenerationParams(prompt="x", stepz=3)
 
@@ -69,7 +74,11 @@ def test_cli_options_come_from_the_fields(tmp_path):
     plain = GenerationParams(prompt="a cat")
     assert all(getattr(defaults, f.name) == getattr(plain, f.name) for f in dataclasses.fields(plain))
     t2i_flags = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["txt2img"]._actions}
-    assert "denoising_strength" not in t2i_flags and "steps" in t2i_flags
+    assert "resize_mode" not in t2i_flags and "steps" in t2i_flags and "hr_scale" in t2i_flags
+    i2i_flags = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["img2img"]._actions}
+    assert "hr_scale" not in i2i_flags and "denoising_strength" in i2i_flags
+    hires = params_from_args(build_parser().parse_args(["txt2img", "a cat", "--hr-upscaler", "Lanczos"]))
+    assert hires.enable_hr and hires.hr_upscaler == "Lanczos"  # any --hr-* option turns it on
 
 
 def test_server_request_models_are_built_from_the_fields():
@@ -78,9 +87,11 @@ def test_server_request_models_are_built_from_the_fields():
 
     txt2img, img2img = request_models(Limits(max_steps=40))
     api_fields = {f.name for f in dataclasses.fields(GenerationParams) if f.metadata["api"] is not None}
-    img2img_only = {f.name for f in dataclasses.fields(GenerationParams) if f.metadata["img2img"]}
-    assert api_fields <= set(img2img.model_fields)
-    assert api_fields - img2img_only <= set(txt2img.model_fields)
+    only = {mode: {f.name for f in dataclasses.fields(GenerationParams) if f.metadata["only"] == mode}
+            for mode in ("txt2img", "img2img")}
+    assert api_fields <= set(img2img.model_fields)  # A1111's img2img request holds txt2img's fields too
+    assert api_fields - only["img2img"] <= set(txt2img.model_fields)
+    assert not only["img2img"] & set(txt2img.model_fields)
     assert txt2img.model_fields["steps"].default == 40  # A1111's 50, capped by the limit
     request = img2img(init_images=["x"])
     for name, value in server_defaults().items():

@@ -32,7 +32,15 @@ TXT2IMG = [  # (changes to a good request, the field the 422 must name)
     ({"subseed_strength": 2}, ["subseed_strength"]), ({"cfg_scale": 1000}, ["cfg_scale"]),
     ({"width": "wide"}, ["width"]), ({"sampler_name": "Euler b"}, ["sampler_name"]),
     ({"sampler_index": "nope"}, ["sampler_index"]), ({"scheduler": "fancy"}, ["scheduler"]),
-    ({"enable_hr": True}, ["enable_hr"]), ({"restore_faces": True}, ["restore_faces"]),
+    ({"enable_hr": True, "hr_upscaler": "Nope"}, ["hr_upscaler"]), ({"enable_hr": True, "hr_scale": 9}, ["hr_scale"]),
+    ({"enable_hr": True, "hr_scale": 4, "width": 1024, "height": 1024}, ["hr_scale"]),
+    ({"enable_hr": True, "hr_resize_x": 4096}, ["hr_resize_x"]),
+    ({"enable_hr": True, "hr_checkpoint_name": "../x.safetensors"}, ["hr_checkpoint_name"]),
+    ({"enable_hr": True, "hr_sampler_name": "Euler b"}, ["hr_sampler_name"]),
+    ({"enable_hr": True, "hr_scheduler": "fancy"}, ["hr_scheduler"]),
+    ({"enable_hr": True, "denoising_strength": 0}, ["denoising_strength"]),
+    ({"enable_hr": True, "hr_prompt": "x" * 20_001}, ["hr_prompt"]),
+    ({"restore_faces": True}, ["restore_faces"]),
     ({"save_images": True}, ["save_images"]), ({"styles": ["cinematic"]}, ["styles"]),
     ({"styles": [1.5, 10 ** 400]}, ["styles", 0]),
     ({"seed_resize_from_h": 256}, ["seed_resize_from_h"]), ({"script_name": "x/y/z plot"}, ["script_name"]),
@@ -61,6 +69,7 @@ IMG2IMG = [
     ({"resize_mode": 3}, ["resize_mode"]), ({"inpainting_fill": 4}, ["inpainting_fill"]),
     ({"denoising_strength": 1.5}, ["denoising_strength"]), ({"latent_mask": SMALL}, ["latent_mask"]),
     ({"initial_noise_multiplier": 0.5}, ["initial_noise_multiplier"]),
+    ({"enable_hr": True}, ["enable_hr"]),  # a txt2img field
 ]
 
 OPTIONS = [

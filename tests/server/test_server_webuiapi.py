@@ -147,8 +147,27 @@ def test_listings_options_and_model_switch(api, server):
     odd = server.post("txt2img", {"prompt": PROMPT, "steps": 2, "width": 100, "height": 71}).json()
     assert Image.open(io.BytesIO(base64.b64decode(odd["images"][0]))).size == (96, 64)
     assert json.loads(odd["info"])["width"] == 96
-    for route in ("prompt-styles", "upscalers", "face-restorers", "hypernetworks"):
+    for route in ("prompt-styles", "face-restorers", "hypernetworks"):
         assert server.get(route).json() == []
+    upscalers = [u["name"] for u in api.get_upscalers()]
+    assert upscalers[:3] == ["None", "Lanczos", "Nearest"] and "ToyESRGAN_2x" in upscalers
+    assert [m["name"] for m in api.get_latent_upscale_modes()][:2] == ["Latent", "Latent (antialiased)"]
     assert server.get("embeddings").json() == {"loaded": {}, "skipped": {}}
     assert server.get("loras").json() == [] and server.get("sd-vae").json() == []
     assert json.loads(json.dumps(server.get("scripts").json())) == {"txt2img": [], "img2img": []}
+
+
+def test_hires_fix_and_extras(api):
+    """webuiapi's txt2img with enable_hr (toy: 64 -> 128 with the toy upscaler) and extra_single_image."""
+    r = api.txt2img(prompt=PROMPT, seed=2, cfg_scale=5, width=64, height=64, enable_hr=True, hr_scale=2,
+                    hr_upscaler="ToyESRGAN_2x", denoising_strength=0.5, hr_second_pass_steps=10, scheduler="karras")
+    assert r.image.size == (128, 128)
+    assert scorer.check(np.asarray(r.image.convert("RGB")), RED_CIRCLE, "white")["colour"]
+    text = r.info["infotexts"][0]
+    assert "Size: 64x64" in text and "Denoising strength: 0.5" in text and "Hires upscaler: ToyESRGAN_2x" in text
+    assert r.info["denoising_strength"] == 0.5
+    up = api.extra_single_image(image=r.image, upscaler_1="Lanczos", upscaling_resize=1.5)
+    assert up.image.size == (192, 192)
+    assert up.info == "<p>Postprocess upscale by: 1.5, Postprocess upscaler: Lanczos</p>"
+    bad = api.session.post(f"{api.baseurl}/extra-single-image", json={"image": "", "upscaler_1": "Nope"})
+    assert bad.status_code == 422 and "upscaler_1" in bad.text

@@ -29,6 +29,8 @@ _DEFAULT_SUBDIRS = {
     "lora": os.path.join("models", "Lora"),
     "vae": os.path.join("models", "VAE"),
     "embeddings": os.path.join("models", "embeddings"),
+    "esrgan": os.path.join("models", "ESRGAN"),          # ESRGAN-family upscalers, listed by file name
+    "realesrgan": os.path.join("models", "RealESRGAN"),  # the files behind A1111's "R-ESRGAN ..." labels
 }
 KINDS = tuple(_DEFAULT_SUBDIRS)
 
@@ -41,6 +43,8 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "lora": (".safetensors", ".pt", ".ckpt"),
     "vae": (".safetensors", ".pt", ".ckpt"),
     "embeddings": (".pt", ".safetensors", ".bin"),
+    "esrgan": (".pth", ".pt", ".safetensors", ".onnx"),
+    "realesrgan": (".pth", ".pt", ".safetensors", ".onnx"),
 }
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -116,6 +120,7 @@ class ModelFolders:
             root = os.environ.get(ENV_ROOT) or os.getcwd()
         self.root = os.path.abspath(os.path.expanduser(os.fspath(root)))
         overrides = {"checkpoints": checkpoints, "lora": lora, "vae": vae, "embeddings": embeddings}
+        overrides.update(esrgan=None, realesrgan=None)
         self.folders: dict[str, str] = {}
         for kind, sub in _DEFAULT_SUBDIRS.items():
             given = overrides[kind]

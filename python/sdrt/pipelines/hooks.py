@@ -28,3 +28,5 @@ class JobHooks:
     batching: Optional[BatchPolicy] = None         # None: the pipeline's (per image when batch-invariant)
     # where each batch starts instead of noise / the init images (a hires pass, the previous frame)
     start_point: Optional[Callable[[Batch], StartPoint]] = None
+    # the hires fix's second model (hr_checkpoint_name, loaded by the caller); None: the same model
+    hires_pipeline: Optional[object] = None

@@ -17,10 +17,15 @@ def infotext_number(v: float):
     return int(v) if float(v).is_integer() else float(v)
 
 
+def params_line(params: Mapping[str, Any]) -> str:
+    """``Key: value, ...`` with None values skipped (also extras' "postprocessing" text)."""
+    return ", ".join(f"{k}: {_quote(v)}" for k, v in params.items() if v is not None)
+
+
 def create_infotext(prompt: str, negative_prompt: str, params: Mapping[str, Any]) -> str:
     """``prompt\\nNegative prompt: ...\\nKey: value, ...``; None values are skipped and the negative
     line is left out when empty (A1111 processing.create_infotext)."""
-    line = ", ".join(f"{k}: {_quote(v)}" for k, v in params.items() if v is not None)
+    line = params_line(params)
     negative = f"\nNegative prompt: {negative_prompt}" if negative_prompt else ""
     return f"{prompt}{negative}\n{line}"
 

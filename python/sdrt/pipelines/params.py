@@ -42,13 +42,16 @@ class ApiField:
     required: bool = False
 
 
+MODES = ("txt2img", "img2img")
+
+
 def param(default: Any = None, *, server_note: str = "", api: Optional[ApiField] = None,
-          bounds: tuple | None = None, cli: tuple = (), help: str = "", img2img: bool = False,
+          bounds: tuple | None = None, cli: tuple = (), help: str = "", only: Optional[str] = None,
           factory: Callable | None = None):
     """A field with its metadata: `api` the A1111 HTTP API request field (None: not in A1111's
-    request), `server_note` where the server takes the value from instead (an option, a tag)."""
-    meta = {"server_note": server_note, "api": api, "bounds": bounds, "cli": cli, "help": help,
-            "img2img": img2img}
+    request), `server_note` where the server takes the value from instead (an option, a tag),
+    `only` the one mode ("txt2img" / "img2img") that takes it (None: both)."""
+    meta = {"server_note": server_note, "api": api, "bounds": bounds, "cli": cli, "help": help, "only": only}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -83,22 +86,49 @@ class GenerationParams:
                                       help="A1111's ENSD (31337 reproduces NovelAI-style seeds)")
     loras: Optional[Sequence] = param(None, server_note="<lora:...> tags in the prompt only",
                                       help="[(name_or_path, weight) | (name_or_path, te_weight, unet_weight)]")
+    denoising_strength: float = param(0.75, api=ApiField(Optional[float], 0.75, 0.0, 1.0), bounds=(0.0, 1.0),
+                                      cli=("--denoising-strength",), help="img2img, and the hires pass (with --hr-*)")
+    # hires fix (txt2img): sample, upscale, sample again (A1111's names; sdrt.pipelines.hires)
+    enable_hr: bool = param(False, api=ApiField(bool, False), only="txt2img", cli=("--enable-hr",),
+                            help="hires fix (any --hr-* option turns it on)")
+    hr_scale: float = param(2.0, api=ApiField(float, 2.0, 1.0, 8.0), bounds=(1.0, 8.0), only="txt2img",
+                            cli=("--hr-scale",), help="used when hr_resize_x and hr_resize_y are 0")
+    hr_upscaler: Optional[str] = param(None, api=ApiField(Optional[str], None, le=200), only="txt2img", cli=("--hr-upscaler",),
+                                       help="a latent mode or an upscaler name (default 'Latent')")
+    hr_second_pass_steps: int = param(0, api=ApiField(int, 0, 0, limit="max_steps"), bounds=(0, None), only="txt2img",
+                                      cli=("--hr-steps",), help="0: the first pass's steps")
+    hr_resize_x: int = param(0, api=ApiField(int, 0, 0, limit="max_side"), bounds=(0, None), only="txt2img", cli=("--hr-resize-x",))
+    hr_resize_y: int = param(0, api=ApiField(int, 0, 0, limit="max_side"), bounds=(0, None), only="txt2img", cli=("--hr-resize-y",))
+    hr_sampler_name: Optional[str] = param(None, api=ApiField(Optional[str], None, le=100), only="txt2img",
+                                           cli=("--hr-sampler",), help="default: the first pass's sampler")
+    hr_scheduler: Optional[str] = param(None, api=ApiField(Optional[str], None, le=100), only="txt2img",
+                                        cli=("--hr-scheduler",), help="default: the first pass's schedule type")
+    hr_prompt: str | Sequence[str] = param("", api=ApiField(str, "", limit="max_prompt_chars"), only="txt2img",
+                                           cli=("--hr-prompt",), help="default: the prompt")
+    hr_negative_prompt: str | Sequence[str] = param("", api=ApiField(str, "", limit="max_prompt_chars"), only="txt2img",
+                                                    cli=("--hr-negative-prompt",), help="default: the negative prompt")
+    hr_checkpoint_name: Optional[str] = param(None, api=ApiField(Optional[str], None, le=1000), only="txt2img",
+                                              cli=("--hr-checkpoint",),
+                                              help="a second model for the hires pass (a checkpoint name or path)")
+    firstphase_width: int = param(0, api=ApiField(int, 0, 0, limit="max_side"), bounds=(0, None), only="txt2img",
+                                  help="legacy: the first pass's width (0: width)")
+    firstphase_height: int = param(0, api=ApiField(int, 0, 0, limit="max_side"), bounds=(0, None), only="txt2img",
+                                   help="legacy: the first pass's height (0: height)")
     # img2img and inpainting
-    init_images: Sequence[Image.Image] = param(factory=list, img2img=True,
+    init_images: Sequence[Image.Image] = param(factory=list, only="img2img",
                                                api=ApiField(list[str], ge=1, limit="max_init_images", required=True), server_note="base64 images")
-    denoising_strength: float = param(0.75, api=ApiField(Optional[float], 0.75, 0.0, 1.0), bounds=(0.0, 1.0), img2img=True, cli=("--denoising-strength",))
-    resize_mode: int = param(0, api=ApiField(int, 0, 0, 2), bounds=(0, 2), img2img=True, cli=("--resize-mode",),
+    resize_mode: int = param(0, api=ApiField(int, 0, 0, 2), bounds=(0, 2), only="img2img", cli=("--resize-mode",),
                              help="0 just resize, 1 crop and resize, 2 resize and fill")
-    mask: Optional[Image.Image] = param(None, img2img=True, api=ApiField(Optional[str], None, limit="max_image_b64_chars"), server_note="a base64 image",
+    mask: Optional[Image.Image] = param(None, only="img2img", api=ApiField(Optional[str], None, limit="max_image_b64_chars"), server_note="a base64 image",
                                     help="inpainting mask image (white = repaint)")
     mask_blur: float = param(4, api=ApiField(Optional[int], None, 0, 64), server_note="mask_blur, else mask_blur_x (4)",
-                            bounds=(0, 64), img2img=True, cli=("--mask-blur",))
-    inpainting_fill: int = param(1, api=ApiField(int, 0, 0, 3), bounds=(0, 3), img2img=True, cli=("--inpainting-fill",),
+                            bounds=(0, 64), only="img2img", cli=("--mask-blur",))
+    inpainting_fill: int = param(1, api=ApiField(int, 0, 0, 3), bounds=(0, 3), only="img2img", cli=("--inpainting-fill",),
                                  help="0 fill, 1 original, 2 latent noise, 3 latent nothing")
-    inpainting_mask_invert: bool = param(False, img2img=True, api=ApiField(int, 0, 0, 1), cli=("--invert-mask",))
-    inpaint_full_res: bool = param(False, img2img=True, api=ApiField(bool, True), cli=("--only-masked",),
+    inpainting_mask_invert: bool = param(False, only="img2img", api=ApiField(int, 0, 0, 1), cli=("--invert-mask",))
+    inpaint_full_res: bool = param(False, only="img2img", api=ApiField(bool, True), cli=("--only-masked",),
                                    help="inpaint only the masked area, at full resolution")
-    inpaint_full_res_padding: int = param(32, api=ApiField(int, 0, 0, 256), bounds=(0, 256), img2img=True,
+    inpaint_full_res_padding: int = param(32, api=ApiField(int, 0, 0, 256), bounds=(0, 256), only="img2img",
                                           cli=("--only-masked-padding",), help="pixels around the mask's box")
 
     def __post_init__(self):
@@ -108,6 +138,10 @@ class GenerationParams:
     @property
     def is_img2img(self) -> bool:
         return bool(self.init_images)
+
+    @property
+    def mode(self) -> str:
+        return "img2img" if self.is_img2img else "txt2img"
 
     def sized(self, default_size: int) -> "GenerationParams":
         """A copy with width/height filled in from the model's native size."""
@@ -128,6 +162,28 @@ class GenerationParams:
         per_image(self.prompt, self.batch_size, "prompt")
         per_image(self.negative_prompt, self.batch_size, "negative_prompt")
         self._validate_images()
+        self._validate_mode()
+        if self.enable_hr:
+            self._validate_hires()
+
+    def _validate_mode(self) -> None:
+        """A field of the other mode must keep its default (enable_hr with init images, ...)."""
+        for f in dataclasses.fields(self):
+            only = f.metadata["only"]
+            if only is None or only == self.mode or f.name == "init_images":
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if getattr(self, f.name) != default:
+                raise ParamError(f.name, f"{f.name}={_short(getattr(self, f.name))}; {_a(only)} {only} parameter, and this "
+                                         f"is {self.mode}")
+
+    def _validate_hires(self) -> None:
+        if not self.denoising_strength:
+            raise ParamError("denoising_strength", "denoising_strength=0 with enable_hr: the hires pass would run no "
+                                                   "step; use extras (sdrt upscale) to only upscale")
+        for name in ("hr_prompt", "hr_negative_prompt"):
+            if getattr(self, name) != "":
+                per_image(getattr(self, name), self.batch_size, name)
 
     def _validate_images(self) -> None:
         images = self.init_images
@@ -142,6 +198,15 @@ class GenerationParams:
         if self.mask.size != images[0].size:
             raise ParamError("mask", f"mask: size {self.mask.size[0]}x{self.mask.size[1]} does not match the init image's "
                              f"{images[0].size[0]}x{images[0].size[1]}")
+
+
+def _a(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_bounds(name: str, value, bounds: tuple, meaning: str = "") -> None:
@@ -194,5 +259,6 @@ def defaults_table() -> str:
             flag = "positional `init_image`"
         elif f.name == "mask":
             flag = "`--mask` (a file)"
-        rows.append(f"| `{f.name}`{' (img2img)' if meta['img2img'] else ''} | {python} | {flag} | {server} |")
+        mode = f" ({meta['only']})" if meta["only"] else ""
+        rows.append(f"| `{f.name}`{mode} | {python} | {flag} | {server} |")
     return "\n".join(rows) + "\n"

@@ -86,7 +86,18 @@ class Pipeline:
         self.find_embedding = None
         self.embeddings = None      # the EmbeddingDatabase behind find_embedding (sdrt.load fills both)
         self.model_folders = None   # A1111's model folders, where LoRA names are looked up
+        self._upscalers = None
         self.networks = Networks(self)
+
+    @property
+    def upscalers(self):
+        """The upscalers of this model's folders (built-in ones only without folders): what the
+        hires fix's hr_upscaler names."""
+        from ..postprocess.upscalers import Upscalers
+
+        if self._upscalers is None or self._upscalers.folders is not self.model_folders:
+            self._upscalers = Upscalers(self.model_folders)
+        return self._upscalers
 
     # The loaded modules, as in a diffusers pipeline (torch backend; None on the exported ones).
     @property
@@ -158,31 +169,50 @@ class Pipeline:
         hooks = hooks or JobHooks()
         p = params.sized(self.info.default_size)
         p.validate()
-        job = prepare(p, self.denoiser, self.info.latent_channels, hooks.batching or self.batching)
+        if p.enable_hr:
+            from .hires import generate_hires
+
+            return generate_hires(self, p, hooks)
+        job = self.prepare(p, hooks)
         inputs = Img2ImgInputs.prepare(p) if p.is_img2img else None
         job.infotext.update(inputs.infotext if inputs is not None else {})
-        lora = self.networks.patch(job.lora_tags, p.loras)
-        patches = ([lora] if lora is not None else []) + list(hooks.patches)
+        patches = self.job_patches(job, hooks)
         paste_back = inputs.paste_back() if inputs is not None else None
         post = ([paste_back] if paste_back is not None else []) + list(hooks.post_processors)
         with applied(patches, self.backend):
             for patch in patches:
                 job.infotext.update(patch.infotext)
-            conds = self._condition(job)
+            conds = self.condition(job)
             return self._run_batches(job, conds, inputs, post, hooks)
 
-    def _condition(self, job: Job) -> list:
+    def prepare(self, p: GenerationParams, hooks: JobHooks) -> Job:
+        """The prepare stage for this model (`p` sized and validated)."""
+        return prepare(p, self.denoiser, self.info.latent_channels, hooks.batching or self.batching)
+
+    def job_patches(self, job: Job, hooks: JobHooks) -> list:
+        """The job's model patches: its LoRAs (the first prompt's tags and `loras`), then the hooks'."""
+        lora = self.networks.patch(job.lora_tags, job.params.loras)
+        return ([lora] if lora is not None else []) + list(hooks.patches)
+
+    def condition(self, job: Job, hires_steps: int | None = None) -> list:
         """The condition stage: every image's conds and uncond over the steps (A1111's SD2 always takes
-        OpenCLIP's penultimate layer, the last of diffusers' 23, and ignores clip skip)."""
+        OpenCLIP's penultimate layer, the last of diffusers' 23, and ignores clip skip). `hires_steps`:
+        a hires pass of that many steps after a first pass of `job.params.steps` (prompt editing's
+        A1111 hires form)."""
         used: set[str] = set()
         sd2 = self.info.family == "sd2"
         opts = ConditioningOptions(clip_skip=1 if sd2 else job.params.clip_skip,
-                                   find_embedding=_recording(self.find_embedding, used),
+                                   find_embedding=_recording(self.find_embedding, used), hires_steps=hires_steps,
                                    **({"pad_id": 0} if sd2 else {}))
         conds = conditioning_for_batch(job.prompts, job.negatives, job.params.steps, self.tokenizer,
                                        self.backend.encode_text, opts)
         job.infotext.update(self._ti_hashes(used))
         return conds
+
+    def noise_start(self, job: Job) -> StartPoint:
+        """Where a txt2img batch starts: noise (and an inpainting UNet's "everything masked" input)."""
+        return StartPoint(image_cond=self.image_conditioning(job.params.batch_size, job.params.width,
+                                                            job.params.height))
 
     def _run_batches(self, job: Job, conds: list, inputs: Img2ImgInputs | None, post: list,
                      hooks: JobHooks) -> Result:
@@ -192,11 +222,10 @@ class Pipeline:
                 start = hooks.start_point(batch)
             elif inputs is not None:
                 start = inputs.start_point(self, batch.iteration, len(batch.seeds))
-            else:  # the same for every batch: an inpainting UNet's "everything masked" input, once
-                noise_start = noise_start or StartPoint(image_cond=self.image_conditioning(
-                    len(batch.seeds), job.params.width, job.params.height))
+            else:  # the same for every batch
+                noise_start = noise_start or self.noise_start(job)
                 start = noise_start
-            latents, stop = self._sample(job, batch, start, conds, hooks)
+            latents, stop = self.sample(job, batch, start, conds, hooks)
             images = run_post_processors(post, self.decode(latents, job.policy), batch)
             strength = start.strength if start.latents is not None else None
             result.add(images, batch, job.written_prompts, batch_infotexts(job, batch, self.info, strength))
@@ -205,7 +234,7 @@ class Pipeline:
                 break
         return result
 
-    def _sample(self, job: Job, batch: Batch, start: StartPoint, conds: list,
+    def sample(self, job: Job, batch: Batch, start: StartPoint, conds: list,
                 hooks: JobHooks) -> tuple[torch.Tensor, Optional[Interrupted]]:
         """The sample stage for one batch: (latents to decode, the interruption if any)."""
         p = job.params
@@ -239,8 +268,9 @@ class Pipeline:
         defaults: steps=20, sampler_name="Euler a", cfg_scale=7.0, width/height the model's native
         size, seed=-1, ...). Image i of the job uses seed + i (A1111). `loras`: [(name_or_path,
         weight) | (name_or_path, te_weight, unet_weight)], applied for this job together with the
-        first prompt's <lora:...> tags."""
-        _refuse_fields(params, img2img=True, method="txt2img")
+        first prompt's <lora:...> tags. enable_hr with the hr_* fields: A1111's hires fix
+        (sdrt.pipelines.hires; docs/upscaling.md)."""
+        _refuse_fields(params, "img2img", method="txt2img")
         return self.generate(GenerationParams(prompt=prompt, negative_prompt=negative_prompt, **params),
                              JobHooks(callback=callback, should_stop=should_stop, should_skip=should_skip))
 
@@ -256,6 +286,7 @@ class Pipeline:
         mask's bounding box plus inpaint_full_res_padding pixels, widened to the width:height ratio,
         is inpainted at width x height and pasted back into the full-size original. Other `params`
         as for txt2img."""
+        _refuse_fields(params, "txt2img", method="img2img")
         inits = [init_images] if isinstance(init_images, Image.Image) else init_images
         if not isinstance(inits, (list, tuple)) or not inits:
             raise ValueError("init_images: expected a PIL image or a non-empty list of PIL images")
@@ -279,10 +310,10 @@ def _step_callback(callback, batch: Batch, n_iter: int):
     return lambda d: callback({**d, "iteration": batch.iteration, "n_iter": int(n_iter)})
 
 
-def _refuse_fields(params: dict, *, img2img: bool, method: str) -> None:
+def _refuse_fields(params: dict, other_mode: str, *, method: str) -> None:
     for f in dataclasses.fields(GenerationParams):
-        if f.name in params and f.metadata["img2img"] == img2img:
-            raise TypeError(f"{method}() got an unexpected keyword argument {f.name!r} (an img2img parameter)")
+        if f.name in params and f.metadata["only"] == other_mode:
+            raise TypeError(f"{method}() got an unexpected keyword argument {f.name!r} ({'an' if other_mode[0] == 'i' else 'a'} {other_mode} parameter)")
 
 
 def _recording(find_embedding, used: set):

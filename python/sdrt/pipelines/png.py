@@ -4,10 +4,12 @@ from __future__ import annotations
 from PIL import Image, PngImagePlugin
 
 
-def save_png(image: Image.Image, path, infotext: str) -> None:
-    """`path` may be a file name or a binary file object."""
+def save_png(image: Image.Image, path, infotext: str | None, *, chunks: dict | None = None) -> None:
+    """`path` may be a file name or a binary file object; `chunks`: more text chunks (extras'
+    "postprocessing")."""
     meta = PngImagePlugin.PngInfo()
-    meta.add_text("parameters", infotext)
+    for key, text in {**({"parameters": infotext} if infotext else {}), **(chunks or {})}.items():
+        meta.add_text(key, text)
     image.save(path, format="PNG", pnginfo=meta)
 
 

@@ -23,6 +23,9 @@ class StartPoint:
     keep: Optional[torch.Tensor] = None
     fill: str = "original"
     image_cond: Optional[torch.Tensor] = None
+    # A1111's img2img with fixed steps (the hires pass): run exactly this many steps of a schedule
+    # made for int(run_steps / strength) steps, instead of int(strength * steps) of `steps`
+    run_steps: Optional[int] = None
 
     def begin(self, sampler, sigmas: torch.Tensor, steps: int, noise: torch.Tensor,
               denoiser) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
@@ -37,6 +40,7 @@ class StartPoint:
             latents = latents * self.keep + noise * (1 - self.keep)
         elif self.keep is not None and self.fill == "latent nothing":
             latents = latents * self.keep
-        run, sigma_noise = img2img_sigmas(sampler, sigmas, steps, self.strength, denoiser)
+        t_enc = None if self.run_steps is None else self.run_steps - 1
+        run, sigma_noise = img2img_sigmas(sampler, sigmas, steps, self.strength, denoiser, t_enc)
         x = sampler.start_from_latents(latents, noise, run, sigma_noise)
         return run, x, latents if self.keep is not None else None

@@ -32,6 +32,7 @@ class ConditioningOptions:
     comma_backtrack: int = 20
     pad_id: int = EOS  # SD2's OpenCLIP pads with 0 after the first EOS
     find_embedding: EmbeddingFinder | None = None
+    hires_steps: int | None = None  # a hires pass's steps: prompt-editing steps count as A1111's hires form
 
     def __post_init__(self) -> None:
         if self.emphasis not in EMPHASIS_MODES:
@@ -82,10 +83,10 @@ def scheduled_conditioning(prompt: str, steps: int, tokenizer, encode: TextEncod
                            cache: dict | None = None) -> ScheduledCond:
     """Prompt editing / alternation resolved for `steps`; the schedule's texts are encoded as one
     batch (A1111 get_learned_conditioning)."""
-    key = (prompt, steps)
+    key = (prompt, steps, opts.hires_steps)
     if cache is not None and key in cache:
         return cache[key]
-    schedule = get_learned_conditioning_prompt_schedules([prompt], steps)[0]
+    schedule = get_learned_conditioning_prompt_schedules([prompt], steps, opts.hires_steps)[0]
     z = encode_texts([text for _, text in schedule], tokenizer, encode, opts)
     result = ScheduledCond([end for end, _ in schedule], list(z))
     if cache is not None:

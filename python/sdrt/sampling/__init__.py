@@ -109,12 +109,14 @@ def sigmas_for(schedule: str, steps: int, denoiser, *, discard_next_to_last_sigm
 
 
 def img2img_sigmas(info: SamplerInfo, sigmas: torch.Tensor, steps: int, strength: float,
-                   denoiser) -> tuple[torch.Tensor, float]:
+                   denoiser, t_enc: int | None = None) -> tuple[torch.Tensor, float]:
     """(sigmas to run, sigma the init latent is noised to) for img2img at denoising `strength`:
-    A1111 runs t_enc = int(min(strength, 0.999) * steps) steps. k-diffusion samplers take the last
-    t_enc + 1 sigmas of the schedule and noise to the first of them; timestep samplers (DDIM, UniPC)
-    have their own form (noise one step above where they start)."""
-    t_enc = int(min(strength, 0.999) * steps)
+    A1111 runs t_enc = int(min(strength, 0.999) * steps) steps (or the `t_enc` given: its
+    img2img_fix_steps form, used by the hires pass). k-diffusion samplers take the last t_enc + 1
+    sigmas of the schedule and noise to the first of them; timestep samplers (DDIM, UniPC) have
+    their own form (noise one step above where they start)."""
+    if t_enc is None:
+        t_enc = int(min(strength, 0.999) * steps)
     if info.img2img_timesteps is not None:
         return info.img2img_timesteps(steps, t_enc, denoiser)
     run = sigmas[steps - t_enc - 1:]

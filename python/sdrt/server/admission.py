@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-GENERATION_PATHS = ("/sdapi/v1/txt2img", "/sdapi/v1/img2img")
+GENERATION_PATHS = ("/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/extra-single-image",
+                    "/sdapi/v1/extra-batch-images")  # what queues work for the worker
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 

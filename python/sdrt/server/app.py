@@ -16,7 +16,7 @@ from .admission import GENERATION_PATHS, AdmissionMiddleware, HostCheckMiddlewar
 from .auth import BasicAuthMiddleware
 from .body_limit import BodyLimitMiddleware
 from .json_body import StrictJSONRoute
-from .routes import generation, health, listings, options_models, progress
+from .routes import extras, generation, health, listings, options_models, progress
 from .schemas import request_models
 from .state import ServerConfig, ServerState
 
@@ -33,7 +33,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     for exc_type, handler in errors.HANDLERS:
         app.add_exception_handler(exc_type, handler)
     routers = [generation.router(*request_models(config.limits)), progress.router, options_models.router,
-               listings.router, health.router]
+               listings.router, extras.router, health.router]
     for router in routers:
         _check_strict_json(router)
         app.include_router(router)

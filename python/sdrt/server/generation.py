@@ -35,7 +35,6 @@ _UNSUPPORTED = [
     ("styles", (None, []), "prompt styles are not supported by sdrt; put the text in the prompt"),
     ("restore_faces", (None, False), "face restoration is not supported by sdrt"),
     ("tiling", (None, False), "tiling is not supported by sdrt"),
-    ("enable_hr", (False,), "hires fix is not supported by sdrt yet"),
     ("refiner_checkpoint", (None, "", "None"), "refiner models are not supported by sdrt"),
     ("refiner_switch_at", (None, 0, 0.0, 1, 1.0), "refiner models are not supported by sdrt"),
     ("disable_extra_networks", (False,), "disable_extra_networks is not supported; remove the <lora:...> tags"),
@@ -74,12 +73,53 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
                   seed=resolve_seed(req.seed), subseed=resolve_seed(req.subseed, "subseed"))
     if kind == "img2img":
         values.update(_img2img_values(req, limits))
+    elif req.enable_hr:
+        values.update(_hires_values(req, manager))
     params = GenerationParams(**values)
     try:
         params.validate()
+        if params.enable_hr:
+            _check_hires_budget(params, manager, limits)
     except ParamError as e:
         raise RequestError(("body", e.field), str(e)) from None
     return Prepared(kind, req, params, model, req.override_settings_restore_afterwards, overrides)
+
+
+def _hires_values(req, manager: ModelManager) -> dict:
+    """The hires pass's sampler and schedule as labels, its checkpoint checked (A1111's
+    "Use same checkpoint" and "" mean none)."""
+    out = {}
+    if req.hr_sampler_name:
+        out["hr_sampler_name"] = sampler_name(req.hr_sampler_name)
+        if out["hr_sampler_name"] is None:
+            raise RequestError(("body", "hr_sampler_name"), f"sampler {req.hr_sampler_name!r} is unknown; "
+                                                            f"valid: {', '.join(SAMPLERS)}")
+    if req.hr_scheduler:
+        out["hr_scheduler"] = scheduler_label(req.hr_scheduler)
+        if out["hr_scheduler"] is None:
+            raise RequestError(("body", "hr_scheduler"), f"scheduler {req.hr_scheduler!r} is unknown")
+    name = req.hr_checkpoint_name
+    if name in (None, "", "Use same checkpoint"):
+        out["hr_checkpoint_name"] = None
+    else:
+        try:
+            out["hr_checkpoint_name"] = manager.resolve_checkpoint(name, "hr_checkpoint_name")[0]
+        except OptionError as e:
+            raise RequestError(("body", "hr_checkpoint_name"), str(e)) from None
+    return out
+
+
+def _check_hires_budget(p: GenerationParams, manager: ModelManager, limits: Limits) -> None:
+    """The hires size under the server's limits, and hr_upscaler known (before any sampling)."""
+    from ..pipelines.hires import plan_hires
+
+    second = plan_hires(p, manager.upscalers).second
+    if max(second.width, second.height) > limits.max_side:
+        raise ParamError("hr_scale", f"the hires size {second.width}x{second.height} exceeds the server's limit of "
+                                     f"{limits.max_side} pixels a side")
+    if second.width * second.height * p.batch_size > limits.max_batch_pixels:
+        raise ParamError("batch_size", f"hires width x height x batch_size = {second.width * second.height * p.batch_size}"
+                                       f" pixels exceeds the limit of {limits.max_batch_pixels}")
 
 
 def _refuse_unsupported(req) -> None:
@@ -231,7 +271,9 @@ def run(prepared: Prepared, job, manager: ModelManager) -> dict:
                 except Exception:  # a preview is a courtesy: the job goes on without it
                     job.current_image = None
 
-        hooks = JobHooks(callback=on_step, should_stop=job.should_stop, should_skip=job.should_skip)
+        hires = manager.load_hires(prepared.params.hr_checkpoint_name).pipe if prepared.params.hr_checkpoint_name else None
+        hooks = JobHooks(callback=on_step, should_stop=job.should_stop, should_skip=job.should_skip,
+                         hires_pipeline=hires)
         return response(prepared, pipe.generate(prepared.params, hooks), loaded, job)
     finally:
         if prepared.restore:
@@ -260,7 +302,7 @@ def response(prepared: Prepared, result, loaded, job) -> dict:
         "sd_model_name": loaded.checkpoint, "sd_model_hash": info_obj.hash,
         "sd_vae_name": info_obj.vae_name, "sd_vae_hash": info_obj.vae_hash,
         "seed_resize_from_w": -1, "seed_resize_from_h": -1,
-        "denoising_strength": p.denoising_strength if p.is_img2img else None, "extra_generation_params": {},
+        "denoising_strength": p.denoising_strength if p.is_img2img or p.enable_hr else None, "extra_generation_params": {},
         "index_of_first_image": 0, "infotexts": result.infotexts, "styles": [], "job_timestamp": job.timestamp,
         "clip_skip": p.clip_skip, "is_using_inpainting_conditioning": info_obj.image_cond_channels > 0,
         "interrupted": result.interrupted, "version": _version(),

@@ -64,10 +64,10 @@ def decode_image(data: str, loc: tuple, limits: Limits) -> Image.Image:
     return image
 
 
-def encode_png(image: Image.Image, infotext: str | None) -> str:
+def encode_png(image: Image.Image, infotext: str | None, chunks: dict | None = None) -> str:
     buf = io.BytesIO()
-    if infotext:
-        save_png(image, buf, infotext)
+    if infotext or chunks:
+        save_png(image, buf, infotext, chunks=chunks)
     else:
         image.save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")

@@ -86,7 +86,9 @@ class ModelManager:
     folders: Optional[ModelFolders]
     load_kwargs: dict = field(default_factory=dict)
     loaded: Optional[Loaded] = None
+    hires: Optional[Loaded] = None  # the last hr_checkpoint_name model, kept for the next hires job
     options: dict = field(default_factory=lambda: {k: v[0] for k, v in OPTIONS.items()})
+    _upscalers: Any = field(default=None, repr=False)
 
     # --- listing ------------------------------------------------------------------------------
     def checkpoints(self) -> list[dict]:
@@ -155,6 +157,29 @@ class ModelManager:
         pipe = load(target, vae=vae_path, models_dir=self.folders.root if self.folders else None, **self.load_kwargs)
         self.loaded = Loaded(pipe, title, vae_title)
         return self.loaded
+
+    def load_hires(self, checkpoint: str) -> Loaded:
+        """The hires pass's model (hr_checkpoint_name): the loaded one when it is the same, else
+        loaded beside it with its own VAE."""
+        from ..loading import load
+
+        title, target = self.resolve_checkpoint(checkpoint, "hr_checkpoint_name")
+        for held in (self.loaded, self.hires):
+            if held is not None and held.checkpoint == title and held.vae == "Automatic":
+                return held
+        pipe = load(target, models_dir=self.folders.root if self.folders else None, **self.load_kwargs)
+        self.hires = Loaded(pipe, title)
+        return self.hires
+
+    @property
+    def upscalers(self):
+        """A1111's upscaler list of these folders (sdrt.postprocess.upscalers), one per manager so
+        its loaded models stay cached."""
+        from ..postprocess.upscalers import Upscalers
+
+        if self._upscalers is None:
+            self._upscalers = Upscalers(self.folders)
+        return self._upscalers
 
     def set_options(self, values: dict) -> dict:
         """Validated copies of the non-model options in `values` (raises OptionError naming the key)."""

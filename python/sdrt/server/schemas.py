@@ -35,14 +35,12 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
         tiling: Optional[bool] = None
         do_not_save_samples: bool = False
         do_not_save_grid: bool = False
-        denoising_strength: Optional[float] = Field(None, ge=0.0, le=1.0)  # A1111: the hires pass's
         s_min_uncond: Optional[float] = Field(None, ge=0.0, le=100.0)
         override_settings: Optional[dict[str, Any]] = None
         override_settings_restore_afterwards: bool = True
         refiner_checkpoint: Optional[str] = Field(None, max_length=1000)
         refiner_switch_at: Optional[float] = Field(None, ge=0.0, le=1.0)
         disable_extra_networks: bool = False
-        enable_hr: bool = False
         script_name: Optional[str] = Field(None, max_length=1000)
         script_args: list[Any] = Field(default_factory=list, max_length=256)
         send_images: bool = True
@@ -70,7 +68,7 @@ def generation_fields(limits: Limits, img2img: bool) -> dict[str, tuple]:
     fields = {}
     for f in dataclasses.fields(GenerationParams):
         api = f.metadata["api"]
-        if api is None or (f.metadata["img2img"] and not img2img):
+        if api is None or f.metadata["only"] not in (None, "img2img" if img2img else "txt2img"):
             continue
         limit = getattr(limits, api.limit) if api.limit else None
         sized = api.type in (str, Optional[str]) or typing.get_origin(api.type) is list

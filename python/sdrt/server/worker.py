@@ -64,8 +64,9 @@ class Job:
         return False
 
     def on_step(self, info: dict) -> None:
-        self.job_no = int(info.get("iteration", 0))
-        self.job_count = int(info.get("n_iter", self.job_count))
+        passes = 2 if "hires_pass" in info else 1  # A1111 counts a hires job's passes as jobs
+        self.job_no = int(info.get("iteration", 0)) * passes + int(info.get("hires_pass", 0))
+        self.job_count = int(info.get("n_iter", self.job_count)) * passes
         self.sampling_step = int(info["i"]) + 1
         self.sampling_steps = int(info["total"])
 

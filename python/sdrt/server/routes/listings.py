@@ -1,5 +1,5 @@
-"""What the server offers: samplers, schedulers, scripts (none), the A1111 listings of features sdrt
-does not have (empty), its command-line flags and its memory."""
+"""What the server offers: samplers, schedulers, upscalers and latent upscale modes, scripts (none),
+the A1111 listings of features sdrt does not have (empty), its command-line flags and its memory."""
 import os
 from typing import Any
 
@@ -33,7 +33,19 @@ async def nothing_listed() -> list[dict]:
     return []
 
 
-for _listing in ("prompt-styles", "upscalers", "face-restorers", "hypernetworks"):
+@router.get("/sdapi/v1/upscalers")
+async def upscalers(server: Server) -> list[dict]:
+    return [entry.item() for entry in server.manager.upscalers.entries()]
+
+
+@router.get("/sdapi/v1/latent-upscale-modes")
+async def latent_upscale_modes() -> list[dict]:
+    from ...postprocess.upscalers import LATENT_UPSCALE_MODES
+
+    return [{"name": name} for name in LATENT_UPSCALE_MODES]
+
+
+for _listing in ("prompt-styles", "face-restorers", "hypernetworks"):
     router.add_api_route(f"/sdapi/v1/{_listing}", nothing_listed, methods=["GET"], name=_listing.replace("-", "_"))
 
 

@@ -1,0 +1,186 @@
+"""Hires fix (A1111 txt2img with enable_hr; processing.StableDiffusionProcessingTxt2Img): sample
+at the first-pass size, upscale, and sample again from there.
+
+Per batch: first pass -> upscale the latents (a latent mode: torch interpolate) or the decoded
+pixels (an upscaler, then the VAE of the hires model) -> cut to hr_resize_x/y's aspect -> the
+hires pass, an img2img of exactly hr_second_pass_steps (or steps) steps from a schedule made for
+int(steps / denoising_strength) steps (A1111's fixed-steps img2img), its noise drawn for the same
+seeds at the new size. The prompts of the hires pass are scheduled with A1111's hires form of
+prompt editing. The infotext is the first pass's with the "Hires ..." entries.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+import torch
+
+from ..postprocess.upscalers import LATENT_DEFAULT, LATENT_UPSCALE_MODES, Upscalers
+from ..sampling import schedule_label
+from ..sampling.denoiser import Skipped
+from .hooks import JobHooks
+from .infotext import infotext_number
+from .job import Job
+from .job_infotext import batch_infotexts
+from .params import GenerationParams, ParamError
+from .patches import applied
+from .postprocess import run_post_processors
+from .rng import resolve_seed
+from .start_point import StartPoint
+
+OPT_F = 8  # pixels per latent
+
+
+@dataclass(frozen=True)
+class HiresPlan:
+    first: GenerationParams   # the first pass (seeds resolved)
+    second: GenerationParams  # the hires pass: its size, sampler, prompts; steps = the schedule's length
+    run_steps: int            # the steps the hires pass runs
+    upscale_to: tuple[int, int]  # (width, height) the first pass is upscaled to, before the cut
+    truncate: tuple[int, int]    # latent columns / rows cut (hr_resize_x and _y with another aspect)
+    upscaler: str
+    infotext: dict
+
+
+def target_size(width: int, height: int, p: GenerationParams) -> tuple[tuple[int, int], tuple[int, int], dict]:
+    """A1111 calculate_target_resolution: ((width, height) to upscale to, (columns, rows) of latents
+    to cut, its infotext entry). hr_resize_x/y with another aspect: scale to cover, then cut."""
+    if p.hr_resize_x == 0 and p.hr_resize_y == 0:
+        return (int(width * p.hr_scale), int(height * p.hr_scale)), (0, 0), {"Hires upscale": infotext_number(p.hr_scale)}
+    entry = {"Hires resize": f"{p.hr_resize_x}x{p.hr_resize_y}"}
+    if p.hr_resize_y == 0:
+        return (p.hr_resize_x, p.hr_resize_x * height // width), (0, 0), entry
+    if p.hr_resize_x == 0:
+        return (p.hr_resize_y * width // height, p.hr_resize_y), (0, 0), entry
+    if width / height < p.hr_resize_x / p.hr_resize_y:
+        to = (p.hr_resize_x, p.hr_resize_x * height // width)
+    else:
+        to = (p.hr_resize_y * width // height, p.hr_resize_y)
+    return to, ((to[0] - p.hr_resize_x) // OPT_F, (to[1] - p.hr_resize_y) // OPT_F), entry
+
+
+def plan_hires(p: GenerationParams, upscalers: Upscalers) -> HiresPlan:
+    """`p` sized and validated, enable_hr on. The legacy firstphase_width/height set the first
+    pass's size (A1111 __post_init__; a 0 keeps width / height)."""
+    width, height = p.firstphase_width or p.width, p.firstphase_height or p.height
+    upscaler = p.hr_upscaler or LATENT_DEFAULT
+    if upscaler not in LATENT_UPSCALE_MODES:
+        try:
+            upscalers.find(upscaler)
+        except ValueError as e:
+            raise ParamError("hr_upscaler", f"hr_upscaler: {e}; or a latent mode: {', '.join(LATENT_UPSCALE_MODES)}") from None
+    to, truncate, size_entry = target_size(width, height, p)
+    final = ((to[0] // OPT_F - truncate[0]) * OPT_F, (to[1] // OPT_F - truncate[1]) * OPT_F)
+    if min(final) < OPT_F:
+        raise ParamError("hr_scale", f"the hires size {final[0]}x{final[1]} is empty")
+    run_steps = int(p.hr_second_pass_steps or p.steps)
+    seeds = dict(seed=resolve_seed(p.seed), subseed=resolve_seed(p.subseed, "subseed") if p.subseed_strength else p.subseed)
+    first = dataclasses.replace(p, width=width, height=height, enable_hr=False, **_hires_defaults(), **seeds)
+    second = dataclasses.replace(
+        first, width=final[0], height=final[1], steps=int(run_steps / min(p.denoising_strength, 0.999)),
+        sampler_name=p.hr_sampler_name or p.sampler_name, scheduler=p.hr_scheduler or p.scheduler,
+        prompt=p.hr_prompt or p.prompt, negative_prompt=p.hr_negative_prompt or p.negative_prompt)
+    return HiresPlan(first, second, run_steps, to, truncate, upscaler, _infotext(p, first, second, size_entry))
+
+
+def _hires_defaults() -> dict:
+    return {f.name: f.default for f in dataclasses.fields(GenerationParams)
+            if f.metadata["only"] == "txt2img" and f.name != "enable_hr"}
+
+
+def _infotext(p: GenerationParams, first: GenerationParams, second: GenerationParams, size_entry: dict) -> dict:
+    """The "Hires ..." entries in A1111's order (processing.init, then calculate_target_resolution)."""
+    entries = {"Hires checkpoint": p.hr_checkpoint_name or None,
+               "Hires sampler": p.hr_sampler_name if p.hr_sampler_name not in (None, p.sampler_name) else None,
+               "Hires prompt": _differing(p.hr_prompt, p.prompt),
+               "Hires negative prompt": _differing(p.hr_negative_prompt, p.negative_prompt)}
+    first_label = schedule_label(first.sampler_name, first.scheduler)
+    second_label = schedule_label(second.sampler_name, second.scheduler)
+    entries["Hires schedule type"] = second_label if p.hr_scheduler and second_label != first_label else None
+    entries.update(size_entry)
+    entries["Hires steps"] = p.hr_second_pass_steps or None
+    entries["Hires upscaler"] = p.hr_upscaler
+    return entries
+
+
+def _differing(hires, main):
+    if hires in ("", None) or hires == main:
+        return None
+    return hires if isinstance(hires, str) else hires[0]
+
+
+def generate_hires(pipe, p: GenerationParams, hooks: JobHooks):
+    """The hires fix on `pipe` (`p` sized and validated). The hires pass runs on
+    `hooks.hires_pipeline` when given (hr_checkpoint_name), else on `pipe`."""
+    if hooks.start_point is not None:
+        raise ValueError("JobHooks.start_point with enable_hr: the hires fix sets where each pass starts")
+    hr_pipe = _hires_pipeline(pipe, p, hooks)
+    plan = plan_hires(p, pipe.upscalers)
+    first, second = pipe.prepare(plan.first, hooks), hr_pipe.prepare(plan.second, hooks)
+    if hr_pipe is pipe and second.lora_tags != first.lora_tags:
+        raise ParamError("hr_prompt", "hr_prompt: its <lora:...> tags differ from the prompt's; the hires pass "
+                                      "uses the prompt's LoRAs")
+    patches = pipe.job_patches(first, hooks)
+    hr_patches = [] if hr_pipe is pipe else hr_pipe.job_patches(second, hooks)
+    with applied(patches, pipe.backend), applied(hr_patches, hr_pipe.backend):
+        first.infotext.update(plan.infotext)  # A1111: before the networks' "Lora hashes"
+        for patch in patches:
+            first.infotext.update(patch.infotext)
+        conds = pipe.condition(first)
+        hr_conds = hr_pipe.condition(second, hires_steps=plan.run_steps)
+        return _run(pipe, hr_pipe, plan, (first, conds), (second, hr_conds), hooks)
+
+
+def _hires_pipeline(pipe, p: GenerationParams, hooks: JobHooks):
+    if hooks.hires_pipeline is not None:
+        return hooks.hires_pipeline
+    if p.hr_checkpoint_name:
+        raise ParamError("hr_checkpoint_name", f"hr_checkpoint_name={p.hr_checkpoint_name!r}: load that model and "
+                                               "pass it as JobHooks(hires_pipeline=...) (the CLI and server do)")
+    return pipe
+
+
+def _run(pipe, hr_pipe, plan: HiresPlan, first_run: tuple, second_run: tuple, hooks: JobHooks):
+    from .pipeline import Result
+
+    (first, conds), (second, hr_conds) = first_run, second_run
+    result, start = Result([], [], [], []), pipe.noise_start(first)
+    for batch in first.batches():
+        low, stop = pipe.sample(first, batch, start, conds, _pass_hooks(hooks, 0))
+        if stop is None:  # an interrupted / skipped first pass ends there, at its size (A1111)
+            hr_start = hires_start(pipe, hr_pipe, plan, second, low)
+            latents, stop = hr_pipe.sample(second, batch, hr_start, hr_conds, _pass_hooks(hooks, 1))
+            images = hr_pipe.decode(latents, second.policy)
+        else:
+            images = pipe.decode(low, first.policy)
+        images = run_post_processors(list(hooks.post_processors), images, batch)
+        result.add(images, batch, first.written_prompts,
+                   batch_infotexts(first, batch, pipe.info, plan.first.denoising_strength))
+        if stop is not None and not isinstance(stop, Skipped):
+            result.interrupted = True
+            break
+    return result
+
+
+def _pass_hooks(hooks: JobHooks, index: int) -> JobHooks:
+    """The hooks with the callback told which pass runs ("hires_pass": 0 first, 1 hires)."""
+    if hooks.callback is None:
+        return hooks
+    callback = hooks.callback
+    return dataclasses.replace(hooks, callback=lambda info: callback({**info, "hires_pass": index}))
+
+
+def hires_start(pipe, hr_pipe, plan: HiresPlan, second: Job, low: torch.Tensor) -> StartPoint:
+    """The hires pass's start: the first pass's latents upscaled (latent mode) or decoded,
+    upscaled and encoded again by the hires model's VAE; cut to the target aspect."""
+    (to_w, to_h), (cut_x, cut_y) = plan.upscale_to, plan.truncate
+    if plan.upscaler in LATENT_UPSCALE_MODES:
+        mode, antialias = LATENT_UPSCALE_MODES[plan.upscaler]
+        latents = torch.nn.functional.interpolate(low, size=(to_h // OPT_F, to_w // OPT_F), mode=mode,
+                                                  antialias=antialias)
+    else:
+        images = [pipe.upscalers.resize(im, to_w, to_h, plan.upscaler) for im in pipe.decode(low, second.policy)]
+        latents = hr_pipe.encode(images)
+    latents = latents[:, :, cut_y // 2:latents.shape[2] - (cut_y + 1) // 2, cut_x // 2:latents.shape[3] - (cut_x + 1) // 2]
+    return StartPoint(latents=latents, strength=plan.second.denoising_strength, run_steps=plan.run_steps,
+                      image_cond=hr_pipe.image_conditioning(latents.shape[0], second.params.width, second.params.height))
+
