@@ -21,16 +21,18 @@ from timer import machine_description, write_results  # noqa: E402
 
 
 class StageClock:
-    """Wraps a pipeline's backend calls and upscalers to add up time per stage."""
+    """Wraps a pipeline's backend calls and the hires start to add up time per stage, each stage's
+    own time only (a VAE call inside the hires start counts as VAE, not twice)."""
 
     def __init__(self, pipe, first_side: int):
         self.seconds, self.pipe, self.first_side = defaultdict(float), pipe, first_side
+        self._inner = [0.0]  # time of timed calls nested in the current one
         backend = pipe.backend
         self._undo = []
         for name, stage in (("vae_decode", "vae decode"), ("vae_encode", "vae encode")):
             self._wrap(backend, name, lambda *a, stage=stage, **k: stage)
         # the UNet: which pass by the latent size it gets (the first pass's side is known)
-        self._wrap(pipe.denoiser, "unet_forward",
+        self._wrap(pipe.denoiser, "unet",
                    lambda x, *a, **k: "first-pass unet" if x.shape[-1] == first_side // 8 else "hires-pass unet")
         from sdrt.pipelines import hires
 
@@ -41,10 +43,13 @@ class StageClock:
 
         def timed(*args, **kwargs):
             start = time.perf_counter()
+            self._inner.append(0.0)
             try:
                 return real(*args, **kwargs)
             finally:
-                self.seconds[stage_of(*args, **kwargs)] += time.perf_counter() - start
+                elapsed = time.perf_counter() - start
+                self.seconds[stage_of(*args, **kwargs)] += elapsed - self._inner.pop()
+                self._inner[-1] += elapsed
         setattr(owner, name, timed)
         self._undo.append(lambda: setattr(owner, name, real))
 
@@ -69,7 +74,7 @@ def time_hires(pipe, side: int, upscaler: str, steps: int, repeats: int) -> dict
         finally:
             clock.close()
         stages = dict(clock.seconds)
-        stages["upscale"] = stages.pop("hires start") - stages.get("vae encode", 0.0)
+        stages["upscale"] = stages.pop("hires start")  # its own time: the VAE calls in it are theirs
         stages["rest"] = total - sum(stages.values())
         rows.append({"first_pass_alone_s": first_alone, "total_s": total, **{f"{k}_s": v for k, v in stages.items()}})
     median = {k: sorted(r.get(k, 0.0) for r in rows)[len(rows) // 2] for k in rows[0]}

@@ -82,11 +82,12 @@ def test_hires_noise_is_a1111s_for_the_same_seed_at_the_new_size(pipe):
 
 def test_hires_pass_prompt_schedule_is_a1111s_hires_form(pipe):
     # A1111's hires form: a fraction f counts (f - 1) of the hires pass ("[red:blue:1.5]": half of
-    # it), an integer n counts n - steps ("[red:blue:25]" after 20 steps: step 5)
+    # it), an integer n counts n - first-pass steps ("[red:blue:25]" after 20 steps: step 5), whatever
+    # the length of the hires pass's schedule (int(10 / 0.75) = 13 here)
     for prompt in ("a [red:blue:1.5] circle", "a [red:blue:25] circle"):
-        plan = plan_hires(_p(prompt=prompt, steps=20, hr_second_pass_steps=10), pipe.upscalers)
+        plan = plan_hires(_p(prompt=prompt, steps=20, hr_second_pass_steps=10, denoising_strength=0.75), pipe.upscalers)
         second = pipe.prepare(plan.second, JobHooks())
-        conds = pipe.condition(second, hires_steps=plan.run_steps)
+        conds = pipe.condition(second, hires_of=(plan.first.steps, plan.run_steps))
         want = get_learned_conditioning_prompt_schedules([prompt], 20, 10)[0]
         assert conds[0].conds[0].ends == [end for end, _ in want] and len(want) == 2
 
@@ -101,6 +102,10 @@ def test_infotext_has_a1111s_hires_entries_in_order(pipe):
                              "Hires prompt: a large blue circle, Hires schedule type: Karras, Hires upscale: 1.5, "
                              "Hires steps: 3, Hires upscaler: Latent (nearest), Version: sdrt")
     assert result.images[0].size == (96, 96)
+    # per image: "Hires prompt" only where that image's hires prompt differs from its prompt
+    two = pipe.txt2img(PROMPT, seed=3, steps=2, batch_size=2, enable_hr=True, hr_second_pass_steps=1,
+                       hr_prompt=["a large blue circle", PROMPT])
+    assert "Hires prompt: a large blue circle" in two.infotexts[0] and "Hires prompt" not in two.infotexts[1]
 
 
 def test_pixel_upscaler_path_decodes_upscales_and_encodes(pipe, monkeypatch):
@@ -128,7 +133,14 @@ def test_second_model_runs_the_hires_pass(pipe):
     same = pipe.generate(dataclasses.replace(params, hr_checkpoint_name=None))
     assert len(calls) == 2  # the hires pass ran on the second model (per-image batching: one call a step)
     assert np.array_equal(np.asarray(result.images[0]), np.asarray(same.images[0]))  # same weights
-    assert "Hires checkpoint: toy copy" in result.infotexts[0]
+    assert "Hires checkpoint: toy," in result.infotexts[0]  # A1111's short title: name [hash10] (the toy has no hash)
+
+
+def test_skipped_first_pass_ends_with_its_upscale(pipe):
+    skips = [True]
+    result = pipe.generate(_p(steps=6, seed=1, hr_upscaler="Latent (nearest)"),
+                           JobHooks(should_skip=lambda: bool(skips) and skips.pop()))
+    assert not result.interrupted and result.images[0].size == (128, 128)
 
 
 def test_interrupted_first_pass_returns_it_at_its_size(pipe):
@@ -143,6 +155,8 @@ def test_interrupted_first_pass_returns_it_at_its_size(pipe):
     (dict(denoising_strength=0.0), "denoising_strength"),
     (dict(hr_prompt=["a", "b"]), "hr_prompt"),
     (dict(hr_prompt="<lora:x:1> a red circle"), "hr_prompt"),
+    (dict(denoising_strength=1e-6), "denoising_strength"),
+    (dict(firstphase_width=60), "firstphase_width"),
 ])
 def test_bad_hires_input_names_the_field(pipe, kw, field):
     with pytest.raises(ParamError) as e:

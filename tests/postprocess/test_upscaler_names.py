@@ -35,9 +35,10 @@ def _folders(tmp_path):
 def test_list_is_in_a1111s_order_with_labels_for_present_files(tmp_path):
     ups = Upscalers(_folders(tmp_path))
     names = [e.name for e in ups.entries()]
-    assert names == ["None", "Lanczos", "Nearest", "4x_foo", "bar_2x", TOY_UPSCALER, "R-ESRGAN 4x+"]
+    # A1111: the PIL ones, then the models sorted by name (case-insensitive); ESRGAN files listed at scale 4
+    assert names == ["None", "Lanczos", "Nearest", "4x_foo", "bar_2x", "R-ESRGAN 4x+", TOY_UPSCALER]
     items = {e.name: e.item() for e in ups.entries()}
-    assert items["4x_foo"]["scale"] == 4 and items["bar_2x"]["scale"] == 2 and items["R-ESRGAN 4x+"]["scale"] == 4
+    assert items["4x_foo"]["scale"] == 4 and items["bar_2x"]["scale"] == 4 and items[TOY_UPSCALER]["scale"] == 2
     assert items["None"] == {"name": "None", "model_name": None, "model_path": None, "model_url": None, "scale": 4}
     assert items["R-ESRGAN 4x+"]["model_name"] == "RealESRGAN_x4plus"
     with pytest.raises(ValueError, match=r"'R-ESRGAN 2x\+' is unknown \(put RealESRGAN_x2plus.pth in "):
@@ -84,8 +85,8 @@ def test_extras_scale_by_scale_to_and_blend():
     lanczos = image.resize((80, 60), Image.Resampling.LANCZOS).resize((80, 56), Image.Resampling.LANCZOS)
     want = Image.blend(nearest, lanczos, 0.25)
     assert out.tobytes() == want.tobytes() and text.endswith("Postprocess upscaler 2: Lanczos")
-    same, text = run_extras(image, ExtrasParams(), ups)  # upscaler_1 "None": A1111 leaves the image alone
-    assert same is image and text == ""
+    same, text = run_extras(image.convert("CMYK"), ExtrasParams(), ups)  # upscaler_1 "None": only made RGB
+    assert same.mode == "RGB" and same.size == image.size and text == ""
 
 
 @pytest.mark.parametrize("kw,field", [(dict(upscaler_1="Nope"), "upscaler_1"), (dict(upscaling_resize=9), "upscaling_resize"),

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
 from ..postprocess.upscalers import LATENT_DEFAULT, LATENT_UPSCALE_MODES, Upscalers
-from ..sampling import schedule_label
-from ..sampling.denoiser import Skipped
+from ..sampling import resolve_sampler, schedule_label
+from ..sampling.denoiser import Interrupted, Skipped
 from .hooks import JobHooks
 from .infotext import infotext_number
 from .job import Job
@@ -28,6 +30,7 @@ from .rng import resolve_seed
 from .start_point import StartPoint
 
 OPT_F = 8  # pixels per latent
+MAX_SCHEDULE_STEPS = 1000  # int(steps / denoising_strength): the model's timesteps; a tiny strength would not end
 
 
 @dataclass(frozen=True)
@@ -71,15 +74,24 @@ def plan_hires(p: GenerationParams, upscalers: Upscalers) -> HiresPlan:
     to, truncate, size_entry = target_size(width, height, p)
     final = ((to[0] // OPT_F - truncate[0]) * OPT_F, (to[1] // OPT_F - truncate[1]) * OPT_F)
     if min(final) < OPT_F:
-        raise ParamError("hr_scale", f"the hires size {final[0]}x{final[1]} is empty")
+        raise ParamError(size_field(p), f"{size_field(p)}: the hires size {final[0]}x{final[1]} is empty")
     run_steps = int(p.hr_second_pass_steps or p.steps)
+    schedule_steps = int(run_steps / min(p.denoising_strength, 0.999))
+    if schedule_steps > MAX_SCHEDULE_STEPS:
+        raise ParamError("denoising_strength", f"denoising_strength={p.denoising_strength}: the hires pass's schedule "
+                                               f"would have {schedule_steps} steps (at most {MAX_SCHEDULE_STEPS})")
     seeds = dict(seed=resolve_seed(p.seed), subseed=resolve_seed(p.subseed, "subseed") if p.subseed_strength else p.subseed)
     first = dataclasses.replace(p, width=width, height=height, enable_hr=False, **_hires_defaults(), **seeds)
     second = dataclasses.replace(
-        first, width=final[0], height=final[1], steps=int(run_steps / min(p.denoising_strength, 0.999)),
-        sampler_name=p.hr_sampler_name or p.sampler_name, scheduler=p.hr_scheduler or p.scheduler,
+        first, width=final[0], height=final[1], steps=schedule_steps, sampler_name=p.hr_sampler_name or p.sampler_name,
+        scheduler=p.hr_scheduler or schedule_label(p.sampler_name, p.scheduler),  # a legacy "... Karras" carries over
         prompt=p.hr_prompt or p.prompt, negative_prompt=p.hr_negative_prompt or p.negative_prompt)
     return HiresPlan(first, second, run_steps, to, truncate, upscaler, _infotext(p, first, second, size_entry))
+
+
+def size_field(p: GenerationParams) -> str:
+    """The field that set the hires size (for errors)."""
+    return "hr_resize_x" if p.hr_resize_x or p.hr_resize_y else "hr_scale"
 
 
 def _hires_defaults() -> dict:
@@ -88,24 +100,33 @@ def _hires_defaults() -> dict:
 
 
 def _infotext(p: GenerationParams, first: GenerationParams, second: GenerationParams, size_entry: dict) -> dict:
-    """The "Hires ..." entries in A1111's order (processing.init, then calculate_target_resolution)."""
-    entries = {"Hires checkpoint": p.hr_checkpoint_name or None,
+    """The "Hires ..." entries in A1111's order (processing.init, then calculate_target_resolution;
+    "Hires checkpoint" is added by generate_hires, the prompts per image by hires_prompt_entries).
+    "Hires schedule type": the hires pass's concrete schedule where it differs from the first's
+    (A1111 sd_samplers_kdiffusion.get_sigmas)."""
+    entries = {"Hires checkpoint": None,
                "Hires sampler": p.hr_sampler_name if p.hr_sampler_name not in (None, p.sampler_name) else None,
-               "Hires prompt": _differing(p.hr_prompt, p.prompt),
-               "Hires negative prompt": _differing(p.hr_negative_prompt, p.negative_prompt)}
-    first_label = schedule_label(first.sampler_name, first.scheduler)
-    second_label = schedule_label(second.sampler_name, second.scheduler)
-    entries["Hires schedule type"] = second_label if p.hr_scheduler and second_label != first_label else None
+               "Hires prompt": None, "Hires negative prompt": None}
+    first_schedule = resolve_sampler(first.sampler_name, first.scheduler)[1]
+    second_schedule = resolve_sampler(second.sampler_name, second.scheduler)[1]
+    entries["Hires schedule type"] = second_schedule if second_schedule != first_schedule else None
     entries.update(size_entry)
     entries["Hires steps"] = p.hr_second_pass_steps or None
     entries["Hires upscaler"] = p.hr_upscaler
     return entries
 
 
-def _differing(hires, main):
-    if hires in ("", None) or hires == main:
-        return None
-    return hires if isinstance(hires, str) else hires[0]
+def hires_prompt_entries(job: Job, second: Job) -> Callable[[int], dict]:
+    """Per image of a batch: "Hires prompt" / "Hires negative prompt" where that image's hires
+    prompt differs from its prompt (A1111 writes all_hr_prompts[index] then)."""
+    def entries(j: int) -> dict:
+        return {"Hires prompt": _differing(second.written_prompts[j], job.written_prompts[j]),
+                "Hires negative prompt": _differing(second.negatives[j], job.negatives[j])}
+    return entries
+
+
+def _differing(hires: str, main: str):
+    return None if hires == main else hires
 
 
 def generate_hires(pipe, p: GenerationParams, hooks: JobHooks):
@@ -117,44 +138,67 @@ def generate_hires(pipe, p: GenerationParams, hooks: JobHooks):
     plan = plan_hires(p, pipe.upscalers)
     first, second = pipe.prepare(plan.first, hooks), hr_pipe.prepare(plan.second, hooks)
     if hr_pipe is pipe and second.lora_tags != first.lora_tags:
-        raise ParamError("hr_prompt", "hr_prompt: its <lora:...> tags differ from the prompt's; the hires pass "
-                                      "uses the prompt's LoRAs")
+        raise ParamError("hr_prompt", "hr_prompt: its <lora:...> tags differ from the prompt's; on one model the "
+                                      "hires pass keeps the prompt's LoRAs")
     patches = pipe.job_patches(first, hooks)
     hr_patches = [] if hr_pipe is pipe else hr_pipe.job_patches(second, hooks)
     with applied(patches, pipe.backend), applied(hr_patches, hr_pipe.backend):
         first.infotext.update(plan.infotext)  # A1111: before the networks' "Lora hashes"
-        for patch in patches:
+        if hr_pipe is not pipe:
+            first.infotext["Hires checkpoint"] = _short_title(hr_pipe.info)
+        for patch in patches + hr_patches:
             first.infotext.update(patch.infotext)
-        conds = pipe.condition(first)
-        hr_conds = hr_pipe.condition(second, hires_steps=plan.run_steps)
-        return _run(pipe, hr_pipe, plan, (first, conds), (second, hr_conds), hooks)
+        passes = _Passes(pipe, first, pipe.condition(first), hr_pipe, second,
+                         hr_pipe.condition(second, hires_of=(plan.first.steps, plan.run_steps)))
+        first.infotext.update({k: v for k, v in second.infotext.items() if k not in first.infotext})
+        return _run(passes, plan, hooks)
+
+
+def _short_title(info) -> str:
+    """A1111's checkpoint short title: "name [hash10]"."""
+    return f"{info.name} [{info.hash[:10]}]" if info.hash else info.name
 
 
 def _hires_pipeline(pipe, p: GenerationParams, hooks: JobHooks):
     if hooks.hires_pipeline is not None:
         return hooks.hires_pipeline
     if p.hr_checkpoint_name:
-        raise ParamError("hr_checkpoint_name", f"hr_checkpoint_name={p.hr_checkpoint_name!r}: load that model and "
-                                               "pass it as JobHooks(hires_pipeline=...) (the CLI and server do)")
+        raise ParamError("hr_checkpoint_name", f"hr_checkpoint_name={p.hr_checkpoint_name!r}: pass the loaded model "
+                                               "as Pipeline.generate(params, JobHooks(hires_pipeline=...))")
     return pipe
 
 
-def _run(pipe, hr_pipe, plan: HiresPlan, first_run: tuple, second_run: tuple, hooks: JobHooks):
+@dataclass
+class _Passes:
+    """The two passes of a hires job: each one's pipeline, job and conds."""
+    pipe: object
+    first: Job
+    conds: list
+    hr_pipe: object
+    second: Job
+    hr_conds: list
+
+
+def _run(passes: _Passes, plan: HiresPlan, hooks: JobHooks):
     from .pipeline import Result
 
-    (first, conds), (second, hr_conds) = first_run, second_run
+    pipe, first, second = passes.pipe, passes.first, passes.second
     result, start = Result([], [], [], []), pipe.noise_start(first)
+    prompt_entries = hires_prompt_entries(first, second)
     for batch in first.batches():
-        low, stop = pipe.sample(first, batch, start, conds, _pass_hooks(hooks, 0))
-        if stop is None:  # an interrupted / skipped first pass ends there, at its size (A1111)
-            hr_start = hires_start(pipe, hr_pipe, plan, second, low)
-            latents, stop = hr_pipe.sample(second, batch, hr_start, hr_conds, _pass_hooks(hooks, 1))
-            images = hr_pipe.decode(latents, second.policy)
+        low, stop = pipe.sample(first, batch, start, passes.conds, _pass_hooks(hooks, 0))
+        if stop is not None and not isinstance(stop, Skipped) or hooks.should_stop and hooks.should_stop():
+            images, stop = pipe.decode(low, first.policy), stop or Interrupted()  # A1111: the first pass's result
         else:
-            images = pipe.decode(low, first.policy)
+            hr_start = hires_start(pipe, passes.hr_pipe, plan, second, low)
+            if stop is None:  # a skipped first pass ends with its upscale, as A1111's does
+                latents, stop = passes.hr_pipe.sample(second, batch, hr_start, passes.hr_conds, _pass_hooks(hooks, 1))
+            else:
+                latents = hr_start.latents
+            images = passes.hr_pipe.decode(latents, second.policy)
         images = run_post_processors(list(hooks.post_processors), images, batch)
         result.add(images, batch, first.written_prompts,
-                   batch_infotexts(first, batch, pipe.info, plan.first.denoising_strength))
+                   batch_infotexts(first, batch, pipe.info, plan.first.denoising_strength, per_image=prompt_entries))
         if stop is not None and not isinstance(stop, Skipped):
             result.interrupted = True
             break

@@ -42,9 +42,6 @@ class ApiField:
     required: bool = False
 
 
-MODES = ("txt2img", "img2img")
-
-
 def param(default: Any = None, *, server_note: str = "", api: Optional[ApiField] = None,
           bounds: tuple | None = None, cli: tuple = (), help: str = "", only: Optional[str] = None,
           factory: Callable | None = None):
@@ -151,9 +148,10 @@ class GenerationParams:
     def validate(self) -> None:
         """Raise ValueError naming the field ("name=value; ...") for anything the pipeline cannot
         run. Sampler and schedule names are checked where they are resolved (prepare)."""
-        for name in ("width", "height"):
+        for name in ("width", "height", "firstphase_width", "firstphase_height"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 8 or value % 8):
+            if value is not None and (not isinstance(value, int) or value < 0 or value % 8 or
+                                      (value == 0 and not name.startswith("first"))):
                 raise ParamError(name, f"{name}={value}; must be a positive multiple of 8")
         for f in dataclasses.fields(self):
             value, bounds = getattr(self, f.name), f.metadata["bounds"]
@@ -178,7 +176,7 @@ class GenerationParams:
                                          f"is {self.mode}")
 
     def _validate_hires(self) -> None:
-        if not self.denoising_strength:
+        if self.denoising_strength is None or not self.denoising_strength:
             raise ParamError("denoising_strength", "denoising_strength=0 with enable_hr: the hires pass would run no "
                                                    "step; use extras (sdrt upscale) to only upscale")
         for name in ("hr_prompt", "hr_negative_prompt"):

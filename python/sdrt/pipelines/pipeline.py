@@ -26,7 +26,7 @@ from .img2img_inputs import Img2ImgInputs
 from .job import Batch, Job, prepare
 from .job_infotext import batch_infotexts
 from .networks import Networks
-from .params import MAX_PROMPT_CHARS, GenerationParams  # noqa: F401  (MAX_PROMPT_CHARS: public limit)
+from .params import MAX_PROMPT_CHARS, GenerationParams, _a  # noqa: F401  (MAX_PROMPT_CHARS: public limit)
 from .patches import applied
 from .postprocess import run_post_processors
 from .rng import ImageRNG
@@ -96,7 +96,7 @@ class Pipeline:
         from ..postprocess.upscalers import Upscalers
 
         if self._upscalers is None or self._upscalers.folders is not self.model_folders:
-            self._upscalers = Upscalers(self.model_folders)
+            self._upscalers = Upscalers(self.model_folders, device=getattr(self.backend, "device", "cpu"))
         return self._upscalers
 
     # The loaded modules, as in a diffusers pipeline (torch backend; None on the exported ones).
@@ -194,17 +194,18 @@ class Pipeline:
         lora = self.networks.patch(job.lora_tags, job.params.loras)
         return ([lora] if lora is not None else []) + list(hooks.patches)
 
-    def condition(self, job: Job, hires_steps: int | None = None) -> list:
+    def condition(self, job: Job, hires_of: tuple[int, int] | None = None) -> list:
         """The condition stage: every image's conds and uncond over the steps (A1111's SD2 always takes
-        OpenCLIP's penultimate layer, the last of diffusers' 23, and ignores clip skip). `hires_steps`:
-        a hires pass of that many steps after a first pass of `job.params.steps` (prompt editing's
-        A1111 hires form)."""
+        OpenCLIP's penultimate layer, the last of diffusers' 23, and ignores clip skip). `hires_of`:
+        (first-pass steps, hires steps) for a hires pass (prompt editing's A1111 hires form)."""
         used: set[str] = set()
         sd2 = self.info.family == "sd2"
         opts = ConditioningOptions(clip_skip=1 if sd2 else job.params.clip_skip,
-                                   find_embedding=_recording(self.find_embedding, used), hires_steps=hires_steps,
+                                   find_embedding=_recording(self.find_embedding, used),
+                                   hires_steps=hires_of[1] if hires_of else None,
                                    **({"pad_id": 0} if sd2 else {}))
-        conds = conditioning_for_batch(job.prompts, job.negatives, job.params.steps, self.tokenizer,
+        steps = hires_of[0] if hires_of else job.params.steps
+        conds = conditioning_for_batch(job.prompts, job.negatives, steps, self.tokenizer,
                                        self.backend.encode_text, opts)
         job.infotext.update(self._ti_hashes(used))
         return conds
@@ -256,7 +257,9 @@ class Pipeline:
             latents = job.sampler.finish(latents, run)
         except Interrupted as e:
             stop = e
-            latents = denoiser.last_denoised if denoiser.last_denoised is not None else x
+            # before any prediction: the clean init latents (A1111's last_latent), else the noise
+            latents = denoiser.last_denoised if denoiser.last_denoised is not None else \
+                start.latents if start.latents is not None else x
         if kept is not None:
             latents = torch.lerp(kept, latents, 1 - start.keep)  # keep the unmasked latents exactly
         return latents, stop
@@ -313,7 +316,7 @@ def _step_callback(callback, batch: Batch, n_iter: int):
 def _refuse_fields(params: dict, other_mode: str, *, method: str) -> None:
     for f in dataclasses.fields(GenerationParams):
         if f.name in params and f.metadata["only"] == other_mode:
-            raise TypeError(f"{method}() got an unexpected keyword argument {f.name!r} ({'an' if other_mode[0] == 'i' else 'a'} {other_mode} parameter)")
+            raise TypeError(f"{method}() got an unexpected keyword argument {f.name!r} ({_a(other_mode)} {other_mode} parameter)")
 
 
 def _recording(find_embedding, used: set):

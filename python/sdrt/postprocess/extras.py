@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..pipelines.infotext import infotext_number, params_line
+from ..pipelines.params import ParamError
 from .upscalers import Upscalers
-
-RESIZE_MODES = ("scale by", "scale to")  # A1111 API resize_mode 0 / 1
 
 
 @dataclass(frozen=True)
@@ -26,32 +25,31 @@ class ExtrasParams:
     extras_upscaler_2_visibility: float = 0.0
 
     def validate(self, upscalers: Upscalers) -> None:
-        """Raise ValueError naming the field; upscaler names must be listed ("None" always is)."""
+        """Raise ParamError naming the field; upscaler names must be listed ("None" always is)."""
         if self.resize_mode not in (0, 1):
-            raise ValueError(f"resize_mode={self.resize_mode}; valid: 0 (scale by), 1 (scale to)")
+            raise ParamError("resize_mode", f"resize_mode={self.resize_mode}; valid: 0 (scale by), 1 (scale to)")
         if not 1.0 <= float(self.upscaling_resize) <= 8.0:
-            raise ValueError(f"upscaling_resize={self.upscaling_resize}; must be in [1, 8]")
+            raise ParamError("upscaling_resize", f"upscaling_resize={self.upscaling_resize}; must be in [1, 8]")
         for name in ("upscaling_resize_w", "upscaling_resize_h"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}; must be >= 1")
+                raise ParamError(name, f"{name}={getattr(self, name)}; must be >= 1")
         if not 0.0 <= float(self.extras_upscaler_2_visibility) <= 1.0:
-            raise ValueError(f"extras_upscaler_2_visibility={self.extras_upscaler_2_visibility}; must be in [0, 1]")
+            raise ParamError("extras_upscaler_2_visibility",
+                             f"extras_upscaler_2_visibility={self.extras_upscaler_2_visibility}; must be in [0, 1]")
         for name in ("upscaler_1", "upscaler_2"):
             try:
                 upscalers.find(getattr(self, name) or "None")
             except ValueError as e:
-                raise ValueError(f"{name}: {e}") from None
+                raise ParamError(name, f"{name}: {e}") from None
 
-    def output_size(self, width: int, height: int) -> tuple[int, int]:
-        """The size of the result for an input of width x height (for limits checked up front)."""
+    def upscaled_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size an input of width x height is upscaled to, before any crop (for the limits,
+        checked before the work: "scale to" a far other aspect upscales much larger than asked)."""
         if self.upscaler_1 in (None, "None"):
             return width, height
+        scale = self.upscaling_resize
         if self.resize_mode == 1:
-            if self.upscaling_crop:
-                return self.upscaling_resize_w, self.upscaling_resize_h
             scale = max(self.upscaling_resize_w / width, self.upscaling_resize_h / height)
-        else:
-            scale = self.upscaling_resize
         return int(width * scale // 8 * 8), int(height * scale // 8 * 8)
 
 
@@ -59,9 +57,9 @@ def run_extras(image: Image.Image, p: ExtrasParams, upscalers: Upscalers) -> tup
     """(the upscaled image, its "postprocessing" text). upscaler_1 "None" leaves the image as it
     is (A1111 returns early there too)."""
     info: dict = {}
+    image = image.convert("RGB")  # A1111 converts every input first
     if p.upscaler_1 in (None, "None"):
         return image, ""
-    image = image.convert("RGB")
     result = _upscale(image, info, upscalers, p.upscaler_1, p)
     info["Postprocess upscaler"] = p.upscaler_1
     if p.upscaler_2 not in (None, "None") and p.extras_upscaler_2_visibility > 0:

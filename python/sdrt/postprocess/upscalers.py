@@ -12,7 +12,6 @@ least the requested size, and the result is resized to it with Lanczos (A1111 Up
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -46,7 +45,6 @@ REAL_ESRGAN_LABELS = {
 TOY_UPSCALER = "ToyESRGAN_2x"
 TOY_UPSCALER_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "toy", "weights", "upscaler",
                                  TOY_UPSCALER + ".safetensors")
-_SCALE_IN_NAME = re.compile(r"(\d)[xX]|[xX](\d)")
 MAX_PASSES = 3  # A1111 runs a model at most 3 times to reach the requested scale
 
 
@@ -69,11 +67,6 @@ class UpscalerEntry:
                 "scale": self.scale}
 
 
-def _scale_from_name(name: str, default: float = 4) -> float:
-    match = _SCALE_IN_NAME.search(name)
-    return int(match.group(1) or match.group(2)) if match else default
-
-
 class Upscalers:
     """The upscalers available with `folders` (an sdrt.loaders.ModelFolders, or None for the
     built-in ones only). Models load on first use and stay cached. `tile`/`overlap`: A1111's
@@ -85,15 +78,15 @@ class Upscalers:
         self._models: dict[str, object] = {}
 
     def entries(self) -> list[UpscalerEntry]:
-        out = [UpscalerEntry(name) for name in _PIXEL]
-        if self.folders is not None:
-            out += [UpscalerEntry(e.name, e.path, _scale_from_name(e.name)) for e in self.folders.list("esrgan")]
+        """"None", "Lanczos", "Nearest", then the models sorted by name, case-insensitively (A1111's
+        order). A1111 lists every ESRGAN file with scale 4; each model runs at its own scale."""
+        models = [UpscalerEntry(e.name, e.path, 4) for e in self.folders.list("esrgan")] if self.folders else []
         if os.path.isfile(TOY_UPSCALER_PATH):
-            out.append(UpscalerEntry(TOY_UPSCALER, TOY_UPSCALER_PATH, 2))
+            models.append(UpscalerEntry(TOY_UPSCALER, TOY_UPSCALER_PATH, 2))
         found = {e.name: e.path for e in self.folders.list("realesrgan")} if self.folders is not None else {}
-        out += [UpscalerEntry(label, found[stem], scale) for label, (stem, scale) in REAL_ESRGAN_LABELS.items()
-                if stem in found]
-        return out
+        models += [UpscalerEntry(label, found[stem], scale) for label, (stem, scale) in REAL_ESRGAN_LABELS.items()
+                   if stem in found]
+        return [UpscalerEntry(name) for name in _PIXEL] + sorted(models, key=lambda e: e.name.lower())
 
     def find(self, name: str) -> UpscalerEntry:
         entries = self.entries()

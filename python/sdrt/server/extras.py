@@ -8,7 +8,9 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..pipelines.params import ParamError
 from ..postprocess.extras import ExtrasParams, run_extras
+from ..sampling.denoiser import Interrupted
 from .generation import RequestError
 from .images import decode_image, encode_png
 from .limits import Limits
@@ -55,25 +57,32 @@ def prepare(req: ExtrasBase, images: list[str], manager, limits: Limits) -> tupl
     params = ExtrasParams(**{k: getattr(req, k) if getattr(req, k) is not None else "None" for k in _PARAMS})
     try:
         params.validate(manager.upscalers)
-    except ValueError as e:
-        raise RequestError(("body", str(e).split(":")[0].split("=")[0]), str(e)) from None
+    except ParamError as e:
+        raise RequestError(("body", e.field), str(e)) from None
     if len(images) > limits.max_init_images:
         raise RequestError(("body", "imageList"), f"{len(images)} images; at most {limits.max_init_images}")
-    loc = ("body", "image") if isinstance(req, ExtrasSingleImageRequest) else ("body", "imageList")
-    decoded = [decode_image(b64, loc + ((i, "data") if len(loc) == 2 and loc[1] == "imageList" else ()), limits)
-               for i, b64 in enumerate(images)]
-    for i, image in enumerate(decoded):
-        w, h = params.output_size(image.width, image.height)
+    single = isinstance(req, ExtrasSingleImageRequest)
+    decoded = []
+    for i, b64 in enumerate(images):
+        loc = ("body", "image") if single else ("body", "imageList", i, "data")
+        image = decode_image(b64, loc, limits)
+        w, h = params.upscaled_size(image.width, image.height)
         if w * h > limits.max_image_pixels:
-            raise RequestError(loc, f"image {i} would be upscaled to {w}x{h}, more than the limit of "
+            raise RequestError(loc, f"the image would be upscaled to {w}x{h}, more than the limit of "
                                     f"{limits.max_image_pixels} pixels")
+        decoded.append(image)
     return params, decoded
 
 
-def run(params: ExtrasParams, images: list, manager) -> tuple[list[str], str]:
-    """In the worker thread: (base64 PNGs, A1111's html_info of the last image)."""
+def run(params: ExtrasParams, images: list, manager, job) -> tuple[list[str], str]:
+    """In the worker thread: (base64 PNGs, A1111's html_info of the last image); stops between
+    images when interrupted or cancelled."""
     out, text = [], ""
-    for image in images:  # A1111 keeps the source's text chunks and adds "postprocessing"
+    job.job_count = len(images)
+    for i, image in enumerate(images):  # A1111 keeps the source's text chunks and adds "postprocessing"
+        if job.should_stop():
+            raise Interrupted()
+        job.job_no = i
         result, text = run_extras(image, params, manager.upscalers)
         kept = {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}
         out.append(encode_png(result, None, {**kept, **({"postprocessing": text} if text else {})}))

@@ -75,6 +75,9 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
         values.update(_img2img_values(req, limits))
     elif req.enable_hr:
         values.update(_hires_values(req, manager))
+    else:  # A1111 ignores the hires fields then (clients send their defaults, or "string")
+        values.update({f.name: f.default for f in dataclasses.fields(GenerationParams)
+                       if f.metadata["only"] == "txt2img"})
     params = GenerationParams(**values)
     try:
         params.validate()
@@ -110,16 +113,24 @@ def _hires_values(req, manager: ModelManager) -> dict:
 
 
 def _check_hires_budget(p: GenerationParams, manager: ModelManager, limits: Limits) -> None:
-    """The hires size under the server's limits, and hr_upscaler known (before any sampling)."""
-    from ..pipelines.hires import plan_hires
+    """Every size the hires job makes under the server's limits (the first pass, the upscale before
+    the cut, the result), and hr_upscaler known: before any sampling."""
+    from ..pipelines.hires import plan_hires, size_field
 
-    second = plan_hires(p, manager.upscalers).second
+    plan = plan_hires(p, manager.upscalers)
+    first, second, field = plan.first, plan.second, size_field(p)
+    (up_w, up_h), n = plan.upscale_to, p.batch_size
     if max(second.width, second.height) > limits.max_side:
-        raise ParamError("hr_scale", f"the hires size {second.width}x{second.height} exceeds the server's limit of "
-                                     f"{limits.max_side} pixels a side")
-    if second.width * second.height * p.batch_size > limits.max_batch_pixels:
-        raise ParamError("batch_size", f"hires width x height x batch_size = {second.width * second.height * p.batch_size}"
-                                       f" pixels exceeds the limit of {limits.max_batch_pixels}")
+        raise ParamError(field, f"{field}: the hires size {second.width}x{second.height} exceeds the server's limit of "
+                                f"{limits.max_side} pixels a side")
+    for what, pixels in (("first pass", first.width * first.height * n), ("upscaled", up_w * up_h * n)):
+        if pixels > limits.max_batch_pixels:
+            raise ParamError(field, f"{field}: the {what} images hold {pixels} pixels (x batch_size), more than the "
+                                    f"limit of {limits.max_batch_pixels}")
+    if second.width * second.height * n * p.n_iter > limits.max_output_pixels:
+        raise ParamError("n_iter", f"hires width x height x batch_size x n_iter = "
+                                   f"{second.width * second.height * n * p.n_iter} pixels exceeds the limit of "
+                                   f"{limits.max_output_pixels}")
 
 
 def _refuse_unsupported(req) -> None:
@@ -271,7 +282,8 @@ def run(prepared: Prepared, job, manager: ModelManager) -> dict:
                 except Exception:  # a preview is a courtesy: the job goes on without it
                     job.current_image = None
 
-        hires = manager.load_hires(prepared.params.hr_checkpoint_name).pipe if prepared.params.hr_checkpoint_name else None
+        p = prepared.params
+        hires = manager.load_hires(p.hr_checkpoint_name).pipe if p.enable_hr and p.hr_checkpoint_name else None
         hooks = JobHooks(callback=on_step, should_stop=job.should_stop, should_skip=job.should_skip,
                          hires_pipeline=hires)
         return response(prepared, pipe.generate(prepared.params, hooks), loaded, job)

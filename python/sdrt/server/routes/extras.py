@@ -20,7 +20,7 @@ async def extra_single_image(req: extras.ExtrasSingleImageRequest, request: Requ
     if isinstance(answer, Response):
         return answer
     images, html_info = answer
-    return {"html_info": html_info, "image": images[0] if req.show_extras_results else None}
+    return {"html_info": html_info, "image": images[0]}  # A1111's API answers the images whatever show_extras_results
 
 
 @router.post("/sdapi/v1/extra-batch-images")
@@ -29,15 +29,15 @@ async def extra_batch_images(req: extras.ExtrasBatchImagesRequest, request: Requ
     if isinstance(answer, Response):
         return answer
     images, html_info = answer
-    return {"html_info": html_info, "images": images if req.show_extras_results else []}
+    return {"html_info": html_info, "images": images}
 
 
 async def _run(req, images: list[str], request: Request, server: ServerState):
     params, decoded = await asyncio.to_thread(extras.prepare, req, images, server.manager, server.limits)
-    job = server.worker.submit("extras", lambda job, w: extras.run(params, decoded, w.state))
+    job = server.worker.submit("extras", lambda job, w: extras.run(params, decoded, w.state, job))
     try:
         return await server.wait_for(job, request)
     except Cancelled:
         return Response(status_code=499)
-    except ValueError as e:  # a model file that does not load names itself
-        return unprocessable(("body", "upscaler_1"), str(e))
+    except ValueError as e:  # a model file that does not load names itself (its path starts the message)
+        return unprocessable(("body",), str(e))

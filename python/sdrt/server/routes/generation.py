@@ -44,8 +44,8 @@ async def generate(kind: str, req, request: Request, server: ServerState):
         return await server.wait_for(job, request)
     except Cancelled:
         return Response(status_code=499)  # nobody is listening; what A1111's proxies log
-    except ValueError as e:  # the pipeline's own checks name the field in the message
-        return unprocessable(("body",), str(e))
+    except ValueError as e:  # the pipeline's own checks name the field (ParamError.field) or in the message
+        return unprocessable(("body",) + ((e.field,) if getattr(e, "field", None) else ()), str(e))
     except generation.ModelUnavailable as e:
         return json_answer({"detail": str(e)}, 503, {"Retry-After": "30"})
     except MemoryError as e:
