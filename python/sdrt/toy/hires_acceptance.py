@@ -31,9 +31,8 @@ def _reading(image: Image.Image, colour: str):
 
 
 def run_hires_acceptance(pipe, upscaler: str, *, steps: int = 20, hr_steps: int = 0, denoising_strength: float = 0.5,
-                         cfg_scale: float = 5.0, sampler_name: str = "Euler a", scheduler: str = "Automatic",
-                         batch: int = 9,
-                         per_combination: int = 1) -> dict:
+                         cfg_scale: float = 5.0, sampler_name: str = "DPM++ 2M", scheduler: str = "Karras",
+                         batch: int = 9, per_combination: int = 3) -> dict:
     """Both passes for every prompt; returns the shares of kept attributes and the mean change."""
     items = acceptance_prompts(per_combination)
     rows, started = [], time.perf_counter()
@@ -72,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="toy")
     p.add_argument("--upscaler", action="append", help="repeatable; default: every latent mode, Lanczos and the toy")
     p.add_argument("--per-combination", type=int, default=3, help="prompts per held-out triple (18 triples)")
-    p.add_argument("--sampler", default="Euler a")
-    p.add_argument("--scheduler", default="Automatic")
+    p.add_argument("--sampler", default="DPM++ 2M")
+    p.add_argument("--scheduler", default="Karras")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.manual_seed(0)
