@@ -200,18 +200,24 @@ def train_unet(unet, text_encoder, dataset: dict[str, torch.Tensor], empty_ids: 
         zt = sched.add_noise(z0, noise, t)  # DDPM q(z_t | z_0), Ho et al. 2020 eq. 4; follows z0's device
         context = text_encoder(ids).last_hidden_state
         loss = F.mse_loss(unet(zt, t, context).sample, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        with torch.no_grad():
-            decay = min(ema_decay, (1 + step) / (10 + step))
-            torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - decay)
+        step_with_ema(opt, loss, params, ema, unet, step, ema_decay)
         progress.update(step, loss)
     ema.eval()
     text_encoder.eval()
     return ema, {"steps": steps, "batch": batch, "lr": lr, "cond_dropout": cond_dropout, "ema_decay": ema_decay,
                  "seconds": round(progress.seconds, 1), "loss_history": progress.history}
+
+
+def step_with_ema(opt, loss: torch.Tensor, params: list, ema, unet, step: int, ema_decay: float) -> None:
+    """One optimizer step (gradients clipped to norm 1) and the EMA of the UNet's weights, its decay
+    warmed up as (1 + step) / (10 + step) so the early average is not the random init."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    with torch.no_grad():
+        decay = min(ema_decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - decay)
 
 
 def zero_unused_token_rows(text_encoder, used_ids: torch.Tensor) -> int:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..models import toy as toy_config
 from . import data
-from .train import Progress, encode_dataset, lr_at, save_folder
+from .train import Progress, encode_dataset, lr_at, save_folder, step_with_ema
 
 SIZES = (64, 128)
 
@@ -70,13 +70,7 @@ def finetune(unet, text_encoder, datasets: dict, empty_ids: torch.Tensor, *, ste
         noise = torch.randn(shape, generator=g)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g)
         loss = F.mse_loss(unet(sched.add_noise(z0, noise, t), t, text_encoder(ids).last_hidden_state).sample, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        with torch.no_grad():
-            decay = min(ema_decay, (1 + step) / (10 + step))
-            torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - decay)
+        step_with_ema(opt, loss, params, ema, unet, step, ema_decay)
         progress.update(step, loss.detach())
     ema.eval()
     text_encoder.eval()
