@@ -23,7 +23,7 @@ from .hooks import JobHooks
 from .infotext import infotext_number
 from .job import Job
 from .job_infotext import batch_infotexts
-from .params import GenerationParams, ParamError
+from .params import GenerationParams, ParamError, mode_defaults
 from .patches import applied
 from .postprocess import run_post_processors
 from .rng import resolve_seed
@@ -81,7 +81,7 @@ def plan_hires(p: GenerationParams, upscalers: Upscalers) -> HiresPlan:
         raise ParamError("denoising_strength", f"denoising_strength={p.denoising_strength}: the hires pass's schedule "
                                                f"would have {schedule_steps} steps (at most {MAX_SCHEDULE_STEPS})")
     seeds = dict(seed=resolve_seed(p.seed), subseed=resolve_seed(p.subseed, "subseed") if p.subseed_strength else p.subseed)
-    first = dataclasses.replace(p, width=width, height=height, enable_hr=False, **_hires_defaults(), **seeds)
+    first = dataclasses.replace(p, width=width, height=height, **mode_defaults("txt2img"), **seeds)  # enable_hr off
     second = dataclasses.replace(
         first, width=final[0], height=final[1], steps=schedule_steps, sampler_name=p.hr_sampler_name or p.sampler_name,
         scheduler=p.hr_scheduler or schedule_label(p.sampler_name, p.scheduler),  # a legacy "... Karras" carries over
@@ -92,11 +92,6 @@ def plan_hires(p: GenerationParams, upscalers: Upscalers) -> HiresPlan:
 def size_field(p: GenerationParams) -> str:
     """The field that set the hires size (for errors)."""
     return "hr_resize_x" if p.hr_resize_x or p.hr_resize_y else "hr_scale"
-
-
-def _hires_defaults() -> dict:
-    return {f.name: f.default for f in dataclasses.fields(GenerationParams)
-            if f.metadata["only"] == "txt2img" and f.name != "enable_hr"}
 
 
 def _infotext(p: GenerationParams, first: GenerationParams, second: GenerationParams, size_entry: dict) -> dict:

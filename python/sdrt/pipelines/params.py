@@ -232,6 +232,13 @@ def per_image(value: str | Sequence[str], batch_size: int, name: str) -> list[st
     return values
 
 
+def mode_defaults(mode: str) -> dict[str, Any]:
+    """The defaults of the fields only `mode` takes (the hires fields for "txt2img"): what a job
+    that does not use them holds."""
+    return {f.name: f.default for f in dataclasses.fields(GenerationParams) if f.metadata["only"] == mode
+            and f.default is not dataclasses.MISSING}
+
+
 def server_defaults() -> dict[str, Any]:
     """Fields whose A1111 HTTP API default value differs from the Python API's."""
     out = {}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..pipelines import GenerationParams, JobHooks
-from ..pipelines.params import ParamError
+from ..pipelines.params import ParamError, mode_defaults
 from ..pipelines.rng import resolve_seed
 from ..sampling import SAMPLERS, resolve_sampler
 from .images import decode_image, encode_png
@@ -76,8 +76,7 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
     elif req.enable_hr:
         values.update(_hires_values(req, manager))
     else:  # A1111 ignores the hires fields then (clients send their defaults, or "string")
-        values.update({f.name: f.default for f in dataclasses.fields(GenerationParams)
-                       if f.metadata["only"] == "txt2img"})
+        values.update(mode_defaults("txt2img"))
     params = GenerationParams(**values)
     try:
         params.validate()
@@ -93,14 +92,9 @@ def _hires_values(req, manager: ModelManager) -> dict:
     "Use same checkpoint" and "" mean none)."""
     out = {}
     if req.hr_sampler_name:
-        out["hr_sampler_name"] = sampler_name(req.hr_sampler_name)
-        if out["hr_sampler_name"] is None:
-            raise RequestError(("body", "hr_sampler_name"), f"sampler {req.hr_sampler_name!r} is unknown; "
-                                                            f"valid: {', '.join(SAMPLERS)}")
+        out["hr_sampler_name"] = _sampler_label(req.hr_sampler_name, "hr_sampler_name")
     if req.hr_scheduler:
-        out["hr_scheduler"] = scheduler_label(req.hr_scheduler)
-        if out["hr_scheduler"] is None:
-            raise RequestError(("body", "hr_scheduler"), f"scheduler {req.hr_scheduler!r} is unknown")
+        out["hr_scheduler"] = _scheduler_label(req.hr_scheduler, "hr_scheduler")
     name = req.hr_checkpoint_name
     if name in (None, "", "Use same checkpoint"):
         out["hr_checkpoint_name"] = None
@@ -157,19 +151,29 @@ def _check_pixel_budgets(req, width: int, height: int, limits: Limits) -> None:
 
 def _sampler(req):
     """(sampler label, schedule label, SamplerInfo) from A1111's names and aliases."""
-    requested = req.sampler_name or req.sampler_index or "Euler"
-    sampler = sampler_name(requested)
-    if sampler is None:
-        raise RequestError(("body", "sampler_name" if req.sampler_name else "sampler_index"),
-                           f"sampler {requested!r} is unknown; valid: {', '.join(SAMPLERS)}")
-    scheduler = scheduler_label(req.scheduler) if req.scheduler else "Automatic"
-    if scheduler is None:
-        raise RequestError(("body", "scheduler"), f"scheduler {req.scheduler!r} is unknown")
+    sampler = _sampler_label(req.sampler_name or req.sampler_index or "Euler",
+                             "sampler_name" if req.sampler_name else "sampler_index")
+    scheduler = _scheduler_label(req.scheduler, "scheduler") if req.scheduler else "Automatic"
     try:
         info, _ = resolve_sampler(sampler, scheduler)
     except ValueError as e:
         raise RequestError(("body", "sampler_name"), str(e)) from None
     return sampler, scheduler, info
+
+
+def _sampler_label(name: str, field: str) -> str:
+    """A1111's sampler label for a name or alias (refused naming `field`)."""
+    label = sampler_name(name)
+    if label is None:
+        raise RequestError(("body", field), f"sampler {name!r} is unknown; valid: {', '.join(SAMPLERS)}")
+    return label
+
+
+def _scheduler_label(name: str, field: str) -> str:
+    label = scheduler_label(name)
+    if label is None:
+        raise RequestError(("body", field), f"scheduler {name!r} is unknown")
+    return label
 
 
 def _overrides(req, manager: ModelManager) -> tuple[dict, dict, dict]:
