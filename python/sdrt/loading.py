@@ -13,16 +13,22 @@ if TYPE_CHECKING:
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
-def toy_model_path() -> str:
-    """The folder of the shipped toy model (diffusers layout)."""
-    return str(files("sdrt.toy") / "weights")
+# the shipped models, by name: folders under sdrt/toy (diffusers layout)
+SHIPPED_MODELS = {"toy": "weights", "toy-xl": "weights_xl"}
+
+
+def toy_model_path(name: str = "toy") -> str:
+    """The folder of a shipped toy model (diffusers layout): "toy" or "toy-xl"."""
+    if name not in SHIPPED_MODELS:
+        raise ValueError(f"model={name!r} is not a shipped model; valid: {', '.join(SHIPPED_MODELS)}")
+    return str(files("sdrt.toy") / SHIPPED_MODELS[name])
 
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
 
 
 def _resolve(model: str) -> str:
-    path = toy_model_path() if model == "toy" else os.path.expanduser(str(model))
+    path = toy_model_path(model) if model in SHIPPED_MODELS else os.path.expanduser(str(model))
     if not os.path.exists(path):
         raise FileNotFoundError(f"model {model!r}: no such file or folder ({path})")
     if os.path.isfile(path):
@@ -55,19 +61,36 @@ def _quiet_hf_loading():
 
 
 def load_components(folder: str, dtype: "torch.dtype", vae: str | None = None):
-    """(unet, text_encoder, vae) of a diffusers folder, read from local files only; `vae` overrides
-    the folder's VAE."""
+    """(unet, text_encoder, vae) of an SD1-layout diffusers folder (see load_folder)."""
+    parts = load_folder(folder, dtype, vae)
+    return parts["unet"], parts["text_encoder"], parts["vae"]
+
+
+def load_folder(folder: str, dtype: "torch.dtype", vae: str | None = None) -> dict:
+    """The modules of a diffusers folder, read from local files only: "unet", "vae" and the text
+    encoders its model_index.json lists ("text_encoder" CLIPTextModel, "text_encoder_2"
+    CLIPTextModelWithProjection for SDXL). A ``shared_components.json`` maps components kept in
+    another folder (toy-XL shares the toy's text_encoder and vae); `vae` overrides the VAE."""
     from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    index = _read_json(os.path.join(folder, "model_index.json"))
+    shared_file = os.path.join(folder, "shared_components.json")
+    shared = _read_json(shared_file) if os.path.isfile(shared_file) else {}
+
+    def where(name: str) -> str:
+        return os.path.normpath(os.path.join(folder, shared.get(name, name)))
 
     common = dict(torch_dtype=dtype, local_files_only=True)
+    classes = {"text_encoder": CLIPTextModel, "text_encoder_2": CLIPTextModelWithProjection}
     with _quiet_hf_loading():
-        unet = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"), **common)
-        text_encoder = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), **common)
-        own_vae = os.path.join(folder, "vae")
-        like = _read_json(os.path.join(own_vae, "config.json")) if vae is not None and os.path.isfile(vae) else None
-        vae_model = load_vae(vae if vae is not None else own_vae, dtype, config=like)
-    return unet, text_encoder, vae_model
+        parts = {"unet": UNet2DConditionModel.from_pretrained(where("unet"), **common)}
+        for name, cls in classes.items():
+            if (index.get(name) or [None])[0] is not None:
+                parts[name] = cls.from_pretrained(where(name), **common)
+        like = _read_json(os.path.join(where("vae"), "config.json")) if vae is not None and os.path.isfile(vae) else None
+        parts["vae"] = load_vae(vae if vae is not None else where("vae"), dtype, config=like)
+    return parts
 
 
 def _read_json(path: str) -> dict:
@@ -125,7 +148,12 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
     if sampler_loop not in SAMPLER_LOOPS:  # before any loading
         raise ValueError(f"sampler_loop={sampler_loop!r}; valid: {', '.join(SAMPLER_LOOPS)}")
     pipeline_options = {"batch_invariant": batch_invariant, "sampler_loop": sampler_loop}
-    return _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embeddings_dir, attention)
+    pipe = _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embeddings_dir, attention)
+    # what a job's companion models (refiner, hires checkpoint) are loaded with; not the VAE
+    pipe.load_options = dict(backend=backend, device=device, dtype=dtype, batch_invariant=batch_invariant,
+                             models_dir=models_dir, embeddings_dir=embeddings_dir, attention=attention,
+                             sampler_loop=sampler_loop)
+    return pipe
 
 
 def _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embeddings_dir, attention):
@@ -145,25 +173,29 @@ def _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embe
     vae = _by_name(folders, "vae", vae) if vae is not None else None
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
     if os.path.isfile(path):
-        unet, text_encoder, vae_model, scheduler_config, family, model_hash = _load_single_file(path, dtype, vae)
+        parts, scheduler_config, family, model_hash = _load_single_file(path, dtype, vae)
         name = os.path.splitext(os.path.basename(path))[0]
     else:
         # The small config first: an unsupported model is refused before any weights are read.
         with open(os.path.join(path, "scheduler", "scheduler_config.json"), encoding="utf-8") as f:
             scheduler_config = json.load(f)
         _check_prediction_type(model, scheduler_config)
-        unet, text_encoder, vae_model = load_components(path, dtype, vae)
+        parts = load_folder(path, dtype, vae)
         from .models.architectures import family_of
 
-        family = family_of(int(unet.config.block_out_channels[0]), int(text_encoder.config.hidden_size))
+        first = parts.get("text_encoder", parts.get("text_encoder_2"))
+        family = family_of(int(parts["unet"].config.block_out_channels[0]), int(first.config.hidden_size),
+                           text_encoders=[k for k in parts if k.startswith("text_encoder")])
         model_hash = None
-        name = "toy" if model == "toy" else os.path.basename(os.path.normpath(path))
+        name = model if model in SHIPPED_MODELS else os.path.basename(os.path.normpath(path))
+    unet, vae_model = parts["unet"], parts["vae"]
     model_sigmas = discrete_sigmas(betas_from_config(scheduler_config))
     info = ModelInfo(name=name, scaling_factor=float(vae_model.config.scaling_factor),
                      default_size=int(unet.config.sample_size) * 8,
                      latent_channels=int(vae_model.config.latent_channels),
                      unet_in_channels=int(unet.config.in_channels), hash=model_hash,
-                     prediction_type=scheduler_config.get("prediction_type", "epsilon"), family=family)
+                     prediction_type=scheduler_config.get("prediction_type", "epsilon"), family=family,
+                     added_time_ids=_added_time_ids(parts))
     if vae is not None:
         from .loaders.hashes import autov2
 
@@ -178,7 +210,8 @@ def _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embe
     from .backends.attention import set_attention
 
     set_attention(unet, attention)
-    backend_impl = TorchBackend(unet, text_encoder, vae_model, device=device, dtype=dtype)
+    backend_impl = TorchBackend(unet, parts.get("text_encoder"), vae_model, text_encoder_2=parts.get("text_encoder_2"),
+                                device=device, dtype=dtype)
     pipe = Pipeline(backend_impl, get_tokenizer(), model_sigmas, info, **pipeline_options)
     pipe.model_folders = folders
     folders_embeddings = folders.folder("embeddings") if folders is not None else None
@@ -223,18 +256,42 @@ def _by_name(folders, kind: str, name: str) -> str:
     return folders.resolve(kind, name)
 
 
-def _attach_embeddings(pipe, folders: list[str], width: int | None = None) -> None:
-    """Textual inversions from `folders`, found in prompts by file name (A1111). Files for another
-    model family or unreadable ones are skipped and listed in ``pipe.embeddings.skipped``."""
-    from .loaders.embeddings import EmbeddingDatabase
+def _added_time_ids(parts: dict) -> int:
+    """How many SDXL size / crop ids the UNet embeds (0 for UNets without text_time embedding)."""
+    unet = parts["unet"]
+    if getattr(unet.config, "addition_embed_type", None) != "text_time":
+        return 0
+    if "text_encoder_2" not in parts:
+        raise ValueError("an SDXL UNet (text_time added embedding) needs text_encoder_2 for its pooled text input")
+    from .pipelines.sdxl import time_id_count
 
-    key = "clip_h" if pipe.info.family == "sd2" else "clip_l"
-    db = EmbeddingDatabase(pipe.tokenizer, key, width or int(pipe.text_encoder.config.hidden_size))
-    for folder in folders:
-        db.load_dir(folder)
-    pipe.embeddings = db
-    if len(db):
-        pipe.find_embedding = db.find_embedding
+    return time_id_count(unet.config, int(parts["text_encoder_2"].config.projection_dim))
+
+
+# the embedding key of each text encoder, per family (loaders.embeddings)
+_EMBEDDING_KEYS = {"sd2": {"text_encoder": "clip_h"}, "sdxl-refiner": {"text_encoder_2": "clip_g"}}
+_SDXL_KEYS = {"text_encoder": "clip_l", "text_encoder_2": "clip_g"}
+
+
+def _attach_embeddings(pipe, folders: list[str], width: int | None = None) -> None:
+    """Textual inversions from `folders`, found in prompts by file name (A1111), one database per
+    text encoder (SDXL's hold its clip_l / clip_g vectors). Files for another model family or
+    unreadable ones are skipped and listed in ``pipe.embeddings.skipped``."""
+    from .loaders.embeddings import EmbeddingDatabase
+    from .models.architectures import is_sdxl
+
+    family = pipe.info.family
+    keys = _EMBEDDING_KEYS.get(family) or (_SDXL_KEYS if is_sdxl(family) else {"text_encoder": "clip_l"})
+    model_encoders = tuple(_SDXL_KEYS.values()) if is_sdxl(family) else None
+    databases = {}
+    for component, key in keys.items():
+        encoder = getattr(pipe, component)
+        dim = width if width and len(keys) == 1 else int(encoder.config.hidden_size)
+        db = EmbeddingDatabase(pipe.tokenizer, key, dim, model_encoders=model_encoders)
+        for folder in folders:
+            db.load_dir(folder)
+        databases[component] = db
+    pipe.use_embeddings(databases)
 
 
 def _check_prediction_type(model: str, scheduler_config: dict) -> None:
@@ -251,13 +308,11 @@ def _load_single_file(path: str, dtype, vae: str | None):
     from .models.architectures import detect_architecture
 
     detected = detect_architecture(*read_shapes(path), source=path)  # refuse before reading gigabytes
-    if detected.family == "sdxl":
-        raise ValueError(f"{path}: an SDXL checkpoint; its modules load "
-                                  "(sdrt.loaders.single_file.load_checkpoint) but SDXL generation is not built yet")
     if detected.unet_in_channels == 8:
         raise ValueError(f"{path}: an instruct-pix2pix checkpoint (8-channel UNet); not supported yet")
     ckpt = load_checkpoint(path, dtype=dtype)
     arch = ckpt.architecture
     vae_model = ckpt.vae if vae is None else load_vae(vae, dtype, config=dict(ckpt.vae.config))
     # A1111 writes the short sha256 (AutoV2) as "Model hash"
-    return ckpt.unet, ckpt.text_encoders["text_encoder"], vae_model, ckpt.scheduler_config, arch.family, autov2(path)
+    parts = {"unet": ckpt.unet, "vae": vae_model, **ckpt.text_encoders}
+    return parts, ckpt.scheduler_config, arch.family, autov2(path)

@@ -228,8 +228,10 @@ def test_detection_of_variants_and_refusals():
     with pytest.raises(ValueError, match="lora.safetensors: no UNet"):
         detect_architecture({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": (4, 320)},
                             source="lora.safetensors")
-    with pytest.raises(ValueError, match="refiner"):
-        detect_architecture({**sd1, "conditioner.embedders.0.model.ln_final.weight": (1280,)})
+    refiner = {ldm_layout.UNET_PREFIX + "input_blocks.0.0.weight": (384, 4, 3, 3),
+               "conditioner.embedders.0.model.ln_final.weight": (1280,)}
+    assert detect_architecture(refiner).name == "sdxl-refiner"
+    assert detect_architecture({**refiner, "conditioner.embedders.1.model.ln_final.weight": (1280,)}).name == "sdxl"
     with pytest.raises(ValueError, match="6 input channels"):
         detect_architecture({**sd1, ldm_layout.UNET_PREFIX + "input_blocks.0.0.weight": (320, 6, 3, 3)})
 

@@ -7,7 +7,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from sdrt.backends.torch_backend import TorchBackend
 from sdrt.prompt import get_tokenizer
 from sdrt.prompt.chunking import BOS, COMMA, EOS, tokenize_prompt
-from sdrt.prompt.conditioning import ConditioningOptions, encode_texts, scheduled_conditioning
+from sdrt.prompt.conditioning import ConditioningOptions, encode_texts, scheduled_conditioning, single_encoder
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_textual_inversion_vectors_reach_the_encoder(tok, backend):
 
 
 def test_scheduled_conditioning_switches_at_the_step(tok, backend):
-    sc = scheduled_conditioning("a [red:blue:3] cat", 10, tok, backend.encode_text, ConditioningOptions())
+    sc = scheduled_conditioning("a [red:blue:3] cat", 10, single_encoder(tok, backend.encode_text, ConditioningOptions()))
     red = encode_texts(["a red cat"], tok, backend.encode_text, ConditioningOptions())[0]
     blue = encode_texts(["a blue cat"], tok, backend.encode_text, ConditioningOptions())[0]
     assert sc.ends == [3, 10]

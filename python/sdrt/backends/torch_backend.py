@@ -8,10 +8,12 @@ themselves rather than a fixed graph.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Optional
 
 import torch
 
+from ..models.sdxl_text import penultimate_and_pooled
 from .base import BackendCapabilities
 
 
@@ -19,11 +21,17 @@ class TorchBackend:
     name = "torch"
     capabilities = BackendCapabilities(patchable_weights=True, extra_unet_inputs=True, devices=("cpu", "cuda", "mps"))
 
-    def __init__(self, unet, text_encoder, vae, *, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(self, unet, text_encoder, vae, *, text_encoder_2=None, device: str = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        """`text_encoder_2`: SDXL's OpenCLIP bigG (with projection); an SDXL refiner has only that
+        one (`text_encoder` None)."""
         self.device, self.dtype = torch.device(device), dtype
         self.unet = _place(unet, self.device, dtype)
-        self.text_encoder = _place(text_encoder, self.device, dtype)
+        self.text_encoder = _place(text_encoder, self.device, dtype) if text_encoder is not None else None
+        self.text_encoder_2 = _place(text_encoder_2, self.device, dtype) if text_encoder_2 is not None else None
         self.vae = _place(vae, self.device, dtype)
+        # A1111's NaN check: a half-precision VAE whose decode is not finite runs in fp32 from then on
+        self.vae_dtype = dtype
 
     @torch.no_grad()
     def unet_forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
@@ -50,20 +58,8 @@ class TorchBackend:
     def encode_text(self, ids: torch.Tensor, clip_skip: int = 1, embeddings=None) -> torch.Tensor:
         """CLIP hidden states; clip skip N takes hidden_states[-N] then the final layer norm (A1111).
         `embeddings[row]` lists textual-inversion slots whose vectors replace the token embeddings."""
-        hook = None
-        if embeddings and any(embeddings):
-            def put_vectors(module, inputs, output):
-                output = output.clone()
-                for row, slots in enumerate(embeddings):
-                    for slot in slots:
-                        output[row, slot.offset:slot.offset + slot.vectors.shape[0]] = slot.vectors.to(output)
-                return output
-            hook = self.text_encoder.get_input_embeddings().register_forward_hook(put_vectors)
-        try:
+        with _embedding_slots(self.text_encoder, embeddings):
             out = self.text_encoder(ids.to(self.device), output_hidden_states=clip_skip > 1)
-        finally:
-            if hook is not None:
-                hook.remove()
         if clip_skip <= 1:
             return out.last_hidden_state.to(ids.device, torch.float32)
         hidden = out.hidden_states[-clip_skip]
@@ -71,14 +67,53 @@ class TorchBackend:
         return text_model.final_layer_norm(hidden).to(ids.device, torch.float32)
 
     @torch.no_grad()
+    def encode_text_sdxl(self, ids: torch.Tensor, component: str = "text_encoder",
+                         embeddings=None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """SDXL's features of one encoder (sdrt.models.sdxl_text): its penultimate hidden states
+        without the final layer norm, and for "text_encoder_2" its projected pooled output."""
+        encoder = {"text_encoder": self.text_encoder, "text_encoder_2": self.text_encoder_2}.get(component)
+        if encoder is None:
+            raise ValueError(f"component={component!r}: this model has no such text encoder")
+        with _embedding_slots(encoder, embeddings):
+            hidden, pooled = penultimate_and_pooled(encoder, ids.to(self.device), pooled=component == "text_encoder_2")
+        return hidden.to(ids.device, torch.float32), None if pooled is None else pooled.to(ids.device, torch.float32)
+
+    @torch.no_grad()
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Unscaled VAE latents -> images in [-1, 1], (N, 3, H, W) float32."""
-        return self.vae.decode(latents.to(self.device, self.dtype)).sample.to(latents.device, torch.float32)
+        """Unscaled VAE latents -> images in [-1, 1], (N, 3, H, W) float32. A half-precision decode
+        that is not finite (SDXL's VAE overflows fp16) is re-run in fp32, and the VAE stays fp32
+        (A1111's auto_vae_precision); the fp16-fix VAE (`vae=`) avoids the retry."""
+        out = self.vae.decode(latents.to(self.device, self.vae_dtype)).sample
+        if self.vae_dtype != torch.float32 and not torch.isfinite(out).all():
+            self.vae_dtype = torch.float32
+            self.vae = self.vae.to(torch.float32)
+            out = self.vae.decode(latents.to(self.device, torch.float32)).sample
+        return out.to(latents.device, torch.float32)
 
     @torch.no_grad()
     def vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] -> unscaled posterior mean latents."""
-        return self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist.mean.to(pixels.device, torch.float32)
+        return self.vae.encode(pixels.to(self.device, self.vae_dtype)).latent_dist.mean.to(pixels.device, torch.float32)
+
+
+@contextlib.contextmanager
+def _embedding_slots(text_encoder, embeddings):
+    """Textual-inversion vectors in place of their placeholder tokens' embeddings for one call."""
+    if not embeddings or not any(embeddings):
+        yield
+        return
+
+    def put_vectors(module, inputs, output):
+        output = output.clone()
+        for row, slots in enumerate(embeddings):
+            for slot in slots:
+                output[row, slot.offset:slot.offset + slot.vectors.shape[0]] = slot.vectors.to(output)
+        return output
+    hook = text_encoder.get_input_embeddings().register_forward_hook(put_vectors)
+    try:
+        yield
+    finally:
+        hook.remove()
 
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:

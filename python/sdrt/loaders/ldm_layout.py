@@ -20,6 +20,23 @@ CLIP_PREFIX = "cond_stage_model.transformer.text_model."     # SD1 (transformers
 OPEN_CLIP_PREFIX = "cond_stage_model.model."                  # SD2 (OpenCLIP layout)
 SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer.text_model."
 SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
+SDXL_REFINER_OPEN_CLIP_PREFIX = "conditioner.embedders.0.model."  # the refiner's only text encoder
+
+
+def text_encoder_prefix(family: str, component: str) -> str:
+    """Where a family's text encoder `component` lives in a single file."""
+    if family == "sd2":
+        return OPEN_CLIP_PREFIX
+    if family == "sdxl-refiner":
+        return SDXL_REFINER_OPEN_CLIP_PREFIX
+    if family in ("sdxl", "toy-xl"):
+        return SDXL_OPEN_CLIP_PREFIX if component == "text_encoder_2" else SDXL_CLIP_PREFIX
+    return CLIP_PREFIX
+
+
+def is_open_clip(family: str, component: str) -> bool:
+    """OpenCLIP's layout (SD2's encoder, SDXL's second) rather than transformers' CLIP layout."""
+    return family == "sd2" or component == "text_encoder_2"
 
 _UNET_TOP = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
              "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",

@@ -194,16 +194,12 @@ def _build_text_encoders(arch: Architecture, state, path, used: set) -> dict[str
 
     out = {}
     for name, config in arch.text_encoders.items():
-        with_projection = arch.family == "sdxl" and name == "text_encoder_2"
-        cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+        cls = CLIPTextModelWithProjection if name == "text_encoder_2" else CLIPTextModel
         model = _on_meta(lambda: cls(CLIPTextConfig(**config)))
-        if arch.family == "sd2":
-            converted, prefix = _open_clip(model, state, ldm_layout.OPEN_CLIP_PREFIX), ldm_layout.OPEN_CLIP_PREFIX
-        elif with_projection:
-            converted = _open_clip(model, state, ldm_layout.SDXL_OPEN_CLIP_PREFIX)
-            prefix = ldm_layout.SDXL_OPEN_CLIP_PREFIX
+        prefix = ldm_layout.text_encoder_prefix(arch.family, name)
+        if ldm_layout.is_open_clip(arch.family, name):
+            converted = _open_clip(model, state, prefix)
         else:
-            prefix = ldm_layout.SDXL_CLIP_PREFIX if arch.family == "sdxl" else ldm_layout.CLIP_PREFIX
             converted = _clip(model, state, prefix)
         used.update(k for k in state if k.startswith(prefix) or k.startswith(prefix.replace("text_model.", "")))
         _strict_load(model, converted, path, f"text encoder ({name})")
@@ -258,14 +254,12 @@ def save_checkpoint(path: str, architecture: Architecture, unet, vae, text_encod
     state = {}
     state.update(ldm_layout.unet_to_ldm(unet.state_dict(), unet.config))
     state.update(ldm_layout.vae_to_ldm(vae.state_dict(), vae.config))
-    if architecture.family == "sd2":
-        state.update(ldm_layout.open_clip_to_ldm(text_encoders["text_encoder"].state_dict()))
-    elif architecture.family == "sdxl":
-        state.update(ldm_layout.clip_to_ldm(text_encoders["text_encoder"].state_dict(), ldm_layout.SDXL_CLIP_PREFIX))
-        state.update(ldm_layout.open_clip_to_ldm(text_encoders["text_encoder_2"].state_dict(),
-                                                 ldm_layout.SDXL_OPEN_CLIP_PREFIX))
-    else:
-        state.update(ldm_layout.clip_to_ldm(text_encoders["text_encoder"].state_dict()))
+    for name in architecture.text_encoders:
+        prefix, weights = ldm_layout.text_encoder_prefix(architecture.family, name), text_encoders[name].state_dict()
+        if ldm_layout.is_open_clip(architecture.family, name):
+            state.update(ldm_layout.open_clip_to_ldm(weights, prefix))
+        else:
+            state.update(ldm_layout.clip_to_ldm(weights, prefix))
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}

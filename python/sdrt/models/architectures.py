@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional, Sequence
 
-from . import toy
+from . import toy, toy_xl
 
 CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
               hidden_act="quick_gelu", projection_dim=768, max_position_embeddings=77, vocab_size=49408)
@@ -35,6 +35,14 @@ SDXL_UNET = dict(sample_size=128, cross_attention_dim=2048, attention_head_dim=[
                  up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
                  addition_embed_type="text_time", addition_time_embed_dim=256,
                  projection_class_embeddings_input_dim=2816)
+# stabilityai/stable-diffusion-xl-refiner-1.0: OpenCLIP bigG alone, aesthetic score instead of target size
+SDXL_REFINER_UNET = dict(sample_size=128, cross_attention_dim=1280, attention_head_dim=[6, 12, 24, 24],
+                         use_linear_projection=True, block_out_channels=[384, 768, 1536, 1536],
+                         transformer_layers_per_block=4,
+                         down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+                         up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+                         addition_embed_type="text_time", addition_time_embed_dim=256,
+                         projection_class_embeddings_input_dim=2560)
 SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                  prediction_type="epsilon", steps_offset=1, clip_sample=False, set_alpha_to_one=False,
                  timestep_spacing="leading")
@@ -43,7 +51,7 @@ SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, b
 @dataclass(frozen=True)
 class Architecture:
     name: str                       # sdrt's id, also written as metadata when saving a single file
-    family: str                     # "sd1" | "sd2" | "sdxl" | "toy" (toy is SD1-shaped)
+    family: str                     # "sd1" | "sd2" | "toy" (SD1-shaped) | SDXL_FAMILIES
     unet: Mapping[str, Any]
     vae: Mapping[str, Any]
     text_encoders: Mapping[str, Mapping[str, Any]]  # diffusers component name -> CLIPTextConfig entries
@@ -78,6 +86,23 @@ SD2 = Architecture("sd2", "sd2", dict(SD2_UNET, sample_size=64, upcast_attention
 SDXL = Architecture("sdxl", "sdxl", SDXL_UNET, dict(SD_VAE, sample_size=1024, scaling_factor=0.13025),
                     {"text_encoder": CLIP_L, "text_encoder_2": OPEN_CLIP_BIG_G},
                     modelspec="stable-diffusion-xl-v1-base")
+SDXL_REFINER = Architecture("sdxl-refiner", "sdxl-refiner", SDXL_REFINER_UNET, SDXL.vae,
+                            {"text_encoder_2": OPEN_CLIP_BIG_G}, modelspec="stable-diffusion-xl-v1-refiner")
+# Families conditioned the SDXL way (sgm's conditioner: penultimate states, pooled text, size ids)
+SDXL_FAMILIES = ("sdxl", "sdxl-refiner", "toy-xl")
+
+
+def is_sdxl(family: str) -> bool:
+    return family in SDXL_FAMILIES
+
+
+def text_components(family: str) -> tuple[str, ...]:
+    """A family's text encoders, in the order their outputs are concatenated."""
+    if family == "sdxl-refiner":
+        return ("text_encoder_2",)
+    return ("text_encoder", "text_encoder_2") if is_sdxl(family) else ("text_encoder",)
+
+
 def _shipped_toy_scaling_factor() -> float:
     """The toy VAE's scaling factor is measured when it is trained (1 / std of its latents); the
     shipped model's is the toy architecture's default, as 0.18215 is SD's."""
@@ -93,6 +118,11 @@ TOY = Architecture("toy", "toy", dict(toy.UNET_CONFIG), dict(toy.VAE_CONFIG, sca
                    scheduler=dict(SCHEDULER, **{k: toy.SCHEDULER_CONFIG[k] for k in ("prediction_type", "steps_offset")}),
                    modelspec="sdrt-toy-v1")
 
+TOY_XL = Architecture("toy-xl", "toy-xl", dict(toy_xl.UNET_CONFIG), TOY.vae,
+                      {"text_encoder": dict(TOY.text_encoders["text_encoder"]),
+                       "text_encoder_2": dict(toy_xl.TEXT_ENCODER_2_CONFIG)},
+                      scheduler=TOY.scheduler, modelspec="sdrt-toy-xl-v1")
+
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     SD1,
     _variant(SD1, "sd1-inpainting", in_channels=9, modelspec="stable-diffusion-v1-inpainting"),
@@ -104,7 +134,9 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     _variant(SD2, "sd2-inpainting", in_channels=9, modelspec="stable-diffusion-v2-inpainting"),
     SDXL,
     _variant(SDXL, "sdxl-inpainting", in_channels=9, modelspec="stable-diffusion-xl-v1-inpainting"),
+    SDXL_REFINER,
     TOY,
+    TOY_XL,
     _variant(TOY, "toy-inpainting", in_channels=9, modelspec="sdrt-toy-v1-inpainting"),
 )}
 BY_MODELSPEC = {a.modelspec: a for a in ARCHITECTURES.values()}
@@ -144,9 +176,9 @@ def _detect_from_shapes(shapes: Mapping[str, Sequence[int]], source: str) -> Arc
         raise ValueError(f"{source}: the UNet takes {in_channels} input channels; known: 4, 9 (inpainting), "
                          "8 (instruct-pix2pix)")
     if SDXL_TEXT_2 in shapes:
-        family = "sdxl"
+        family = "toy-xl" if int(shapes[UNET_INPUT][0]) == toy_xl.UNET_CONFIG["block_out_channels"][0] else "sdxl"
     elif SDXL_REFINER_TEXT in shapes:
-        raise ValueError(f"{source}: an SDXL refiner checkpoint; refiners are not supported")
+        family = "sdxl-refiner"
     elif SD2_TEXT in shapes:  # OpenCLIP (1024 wide in every published SD2 file)
         family = "sd2"
     elif any(k in shapes for k in SD1_TEXT):
@@ -159,9 +191,13 @@ def _detect_from_shapes(shapes: Mapping[str, Sequence[int]], source: str) -> Arc
     return ARCHITECTURES[name]
 
 
-def family_of(unet_width: int, text_width: int) -> str:
-    """SD1-layout models: the toy family is told apart by its UNet's first width; SD2 by its 1024
-    wide text encoder (OpenCLIP H)."""
+def family_of(unet_width: int, text_width: int, *, text_encoders: Sequence[str] = ("text_encoder",)) -> str:
+    """The family of loaded modules: SDXL by its second text encoder (the refiner has only that
+    one), toy and toy-XL by their UNet's first width, SD2 by its 1024 wide text encoder (OpenCLIP H)."""
+    if "text_encoder_2" in text_encoders:
+        if "text_encoder" not in text_encoders:
+            return "sdxl-refiner"
+        return "toy-xl" if unet_width == toy_xl.UNET_CONFIG["block_out_channels"][0] else "sdxl"
     if text_width == 1024:
         return "sd2"
     return "toy" if unet_width == toy.UNET_CONFIG["block_out_channels"][0] else "sd1"

@@ -81,9 +81,11 @@ def plan_hires(p: GenerationParams, upscalers: Upscalers) -> HiresPlan:
         raise ParamError("denoising_strength", f"denoising_strength={p.denoising_strength}: the hires pass's schedule "
                                                f"would have {schedule_steps} steps (at most {MAX_SCHEDULE_STEPS})")
     seeds = dict(seed=resolve_seed(p.seed), subseed=resolve_seed(p.subseed, "subseed") if p.subseed_strength else p.subseed)
-    first = dataclasses.replace(p, width=width, height=height, **mode_defaults("txt2img"), **seeds)  # enable_hr off
+    # enable_hr off; the refiner runs in the hires pass only (A1111's default hires_fix_refiner_pass)
+    first = dataclasses.replace(p, width=width, height=height, **mode_defaults("txt2img"), **seeds, refiner_checkpoint=None)
     second = dataclasses.replace(
         first, width=final[0], height=final[1], steps=schedule_steps, sampler_name=p.hr_sampler_name or p.sampler_name,
+        refiner_checkpoint=p.refiner_checkpoint,
         scheduler=p.hr_scheduler or schedule_label(p.sampler_name, p.scheduler),  # a legacy "... Karras" carries over
         prompt=p.hr_prompt or p.prompt, negative_prompt=p.hr_negative_prompt or p.negative_prompt)
     return HiresPlan(first, second, run_steps, to, truncate, upscaler, _infotext(p, first, second, size_entry))

@@ -30,3 +30,5 @@ class JobHooks:
     start_point: Optional[Callable[[Batch], StartPoint]] = None
     # the hires fix's second model (hr_checkpoint_name, loaded by the caller); None: the same model
     hires_pipeline: Optional[object] = None
+    # the refiner (refiner_checkpoint, loaded by the caller); None: the pipeline loads and keeps it
+    refiner_pipeline: Optional[object] = None

@@ -85,6 +85,12 @@ class GenerationParams:
                                       help="[(name_or_path, weight) | (name_or_path, te_weight, unet_weight)]")
     denoising_strength: float = param(0.75, api=ApiField(Optional[float], 0.75, 0.0, 1.0), bounds=(0.0, 1.0),
                                       cli=("--denoising-strength",), help="img2img, and the hires pass (with --hr-*)")
+    # SDXL refiner (both modes; sdrt.pipelines.refiner)
+    refiner_checkpoint: Optional[str] = param(None, api=ApiField(Optional[str], None, le=1000), cli=("--refiner",),
+                                              help="a model (an SDXL refiner) that continues the sampling")
+    refiner_switch_at: float = param(0.8, api=ApiField(Optional[float], None, 0.0, 1.0), bounds=(0.0, 1.0),
+                                     cli=("--refiner-switch-at",),
+                                     help="share of the schedule (by timestep) after which the refiner runs")
     # hires fix (txt2img): sample, upscale, sample again (A1111's names; sdrt.pipelines.hires)
     enable_hr: bool = param(False, api=ApiField(bool, False), only="txt2img", cli=("--enable-hr",),
                             help="hires fix (any --hr-* option turns it on)")

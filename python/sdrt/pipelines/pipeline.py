@@ -16,7 +16,9 @@ import torch
 from PIL import Image
 
 from .. import kernels
-from ..prompt.conditioning import ConditioningOptions, conditioning_for_batch
+from ..models.architectures import is_sdxl, text_components
+from ..prompt.conditioning import ConditioningOptions, conditioning_for_batch, single_encoder
+from ..prompt.sdxl import SDXLTextEncoder
 from ..sampling.batching import PER_IMAGE, WHOLE_BATCH, BatchPolicy
 from ..sampling.denoiser import DiscreteEpsDenoiser, Interrupted, Skipped
 from ..sampling.guidance import CFGDenoiser
@@ -26,10 +28,12 @@ from .img2img_inputs import Img2ImgInputs
 from .job import Batch, Job, prepare
 from .job_infotext import batch_infotexts
 from .networks import Networks
-from .params import MAX_PROMPT_CHARS, GenerationParams, _a  # noqa: F401  (MAX_PROMPT_CHARS: public limit)
+from .params import MAX_PROMPT_CHARS, GenerationParams, ParamError, _a  # noqa: F401  (MAX_PROMPT_CHARS: public limit)
 from .patches import applied
 from .postprocess import run_post_processors
+from .refiner import RefinerSwitch, short_title
 from .rng import ImageRNG
+from .sdxl import SDXLAddedInputs
 from .start_point import StartPoint
 
 
@@ -57,7 +61,8 @@ class ModelInfo:
     hash: Optional[str] = None
     unet_in_channels: int = 4  # 9 for inpainting UNets: latents + mask + masked-image latents
     prediction_type: str = "epsilon"  # or "v_prediction" (SD2 768-v)
-    family: str = "sd1"        # sd1 | sd2 | toy: SD2's tokenizer pads with 0 after the first EOS
+    family: str = "sd1"        # sd1 | sd2 | toy | sdxl | sdxl-refiner | toy-xl (models.architectures)
+    added_time_ids: int = 0    # SDXL: the size / crop (/ aesthetic score) ids its UNet embeds (6, refiner 5)
     vae_name: Optional[str] = None  # a VAE that replaces the model's own (A1111 writes file name and hash)
     vae_hash: Optional[str] = None
 
@@ -85,9 +90,12 @@ class Pipeline:
         # filled by the embeddings loader.
         self.find_embedding = None
         self.embeddings = None      # the EmbeddingDatabase behind find_embedding (sdrt.load fills both)
+        self.embedding_databases: dict = {}  # text encoder component -> its EmbeddingDatabase (use_embeddings)
         self.model_folders = None   # A1111's model folders, where LoRA names are looked up
         self._upscalers = None
         self.networks = Networks(self)
+        self.load_options: dict | None = None  # sdrt.load's arguments, for companion models
+        self._companions: dict = {}
 
     @property
     def upscalers(self):
@@ -112,6 +120,19 @@ class Pipeline:
     def text_encoder(self):
         return getattr(self.backend, "text_encoder", None)
 
+    @property
+    def text_encoder_2(self):
+        """SDXL's OpenCLIP bigG (CLIPTextModelWithProjection); None for SD1 / SD2."""
+        return getattr(self.backend, "text_encoder_2", None)
+
+    def use_embeddings(self, databases: dict) -> None:
+        """Textual inversions: one EmbeddingDatabase per text encoder component ("text_encoder",
+        and "text_encoder_2" for SDXL), each holding that encoder's vectors."""
+        self.embedding_databases = dict(databases)
+        self.embeddings = next(iter(self.embedding_databases.values()), None)
+        self.find_embedding = self.embeddings.find_embedding if self.embeddings is not None and len(self.embeddings) \
+            else None
+
     def save_single_file(self, path: str, *, dtype: torch.dtype | None = torch.float16) -> None:
         """Write the loaded model (with any LoRAs merged by ``networks.merge``) as one A1111-loadable
         .safetensors file in the original layout."""
@@ -119,7 +140,8 @@ class Pipeline:
         from ..models.architectures import architecture_for
 
         arch = architecture_for(self.info.family, self.info.unet_in_channels, self.info.prediction_type)
-        save_checkpoint(path, arch, self.unet, self.vae, {"text_encoder": self.text_encoder}, dtype=dtype)
+        encoders = {name: getattr(self, name) for name in arch.text_encoders}
+        save_checkpoint(path, arch, self.unet, self.vae, encoders, dtype=dtype)
 
     def decode(self, latents: torch.Tensor, policy: BatchPolicy | None = None) -> list[Image.Image]:
         vae_latents = kernels.unscale_latents(latents.contiguous(), self.info.scaling_factor)
@@ -195,20 +217,37 @@ class Pipeline:
         return ([lora] if lora is not None else []) + list(hooks.patches)
 
     def condition(self, job: Job, hires_of: tuple[int, int] | None = None) -> list:
-        """The condition stage: every image's conds and uncond over the steps (A1111's SD2 always takes
-        OpenCLIP's penultimate layer, the last of diffusers' 23, and ignores clip skip). `hires_of`:
-        (first-pass steps, hires steps) for a hires pass (prompt editing's A1111 hires form)."""
+        """The condition stage: every image's conds and uncond over the steps. `hires_of`: (first-pass
+        steps, hires steps) for a hires pass (prompt editing's A1111 hires form). SDXL zeroes an
+        all-empty negative (A1111, diffusers' force_zeros_for_empty_prompt)."""
         used: set[str] = set()
+        steps = hires_of[0] if hires_of else job.params.steps
+        conds = conditioning_for_batch(job.prompts, job.negatives, steps, self._text_encoder_for(job, used),
+                                       hires_steps=hires_of[1] if hires_of else None,
+                                       zero_empty_negatives=is_sdxl(self.info.family))
+        job.infotext.update(self._ti_hashes(used))
+        return conds
+
+    def _text_encoder_for(self, job: Job, used: set):
+        """texts -> EncodedTexts for this model. A1111's SD2 always takes OpenCLIP's penultimate
+        layer (the last of diffusers' 23) and ignores clip skip; SDXL ignores it too (prompt.sdxl)."""
+        if is_sdxl(self.info.family):
+            finders = {c: _recording(db.find_embedding if len(db) else None, used)
+                       for c, db in self.embedding_databases.items()}
+            return SDXLTextEncoder(self.tokenizer, self.backend.encode_text_sdxl, text_components(self.info.family),
+                                   ConditioningOptions(), finders)
         sd2 = self.info.family == "sd2"
         opts = ConditioningOptions(clip_skip=1 if sd2 else job.params.clip_skip,
                                    find_embedding=_recording(self.find_embedding, used),
-                                   hires_steps=hires_of[1] if hires_of else None,
                                    **({"pad_id": 0} if sd2 else {}))
-        steps = hires_of[0] if hires_of else job.params.steps
-        conds = conditioning_for_batch(job.prompts, job.negatives, steps, self.tokenizer,
-                                       self.backend.encode_text, opts)
-        job.infotext.update(self._ti_hashes(used))
-        return conds
+        return single_encoder(self.tokenizer, self.backend.encode_text, opts)
+
+    def model_inputs(self, job: Job, conds: list) -> list:
+        """The UNet inputs the model itself needs besides latents and context (SDXL's pooled text
+        and size ids), as extra inputs ahead of the hooks'."""
+        if not self.info.added_time_ids:
+            return []
+        return [SDXLAddedInputs.for_job(conds, self.info.added_time_ids, job.params.width, job.params.height)]
 
     def noise_start(self, job: Job) -> StartPoint:
         """Where a txt2img batch starts: noise (and an inpainting UNet's "everything masked" input)."""
@@ -242,9 +281,14 @@ class Pipeline:
         rng = ImageRNG(job.latent_shape, batch.seeds, subseeds=batch.subseeds, subseed_strength=p.subseed_strength,
                        eta_noise_seed_delta=p.eta_noise_seed_delta)
         run, x, kept = start.begin(job.sampler, job.sigmas, p.steps, rng.first(), job.denoiser)
-        denoiser = CFGDenoiser(job.denoiser, conds, p.cfg_scale, image_cond=start.image_cond, init_latent=kept,
-                               keep_mask=start.keep, should_stop=hooks.should_stop, should_skip=hooks.should_skip,
-                               policy=job.policy, extra_inputs=hooks.extra_inputs)
+        denoiser = self.guided_denoiser(job, conds, start, kept, hooks)
+        refiner = self.refiner_for(p, hooks)
+        if refiner is not None:
+            denoiser = RefinerSwitch(denoiser, lambda: refiner.guided_denoiser(job, refiner.condition(job), start, kept,
+                                                                               hooks, own_model=True),
+                                     p.refiner_switch_at, self.denoiser.sigmas,
+                                     on_switch=lambda: job.infotext.update({"Refiner": short_title(refiner.info),
+                                                                            "Refiner switch at": p.refiner_switch_at}))
         options = dict(job.sampler_options)
         noise_sampler = job.sampler.noise_sampler(x, job.sigmas, batch.seeds)
         if noise_sampler is not None:
@@ -263,6 +307,43 @@ class Pipeline:
         if kept is not None:
             latents = torch.lerp(kept, latents, 1 - start.keep)  # keep the unmasked latents exactly
         return latents, stop
+
+    def guided_denoiser(self, job: Job, conds: list, start: StartPoint, kept, hooks: JobHooks, *,
+                        own_model: bool = False) -> CFGDenoiser:
+        """Guidance over this model for one batch. own_model: the job was prepared on another model
+        (a refiner taking over): the sampler's view of this one's UNet replaces the job's."""
+        inner = job.sampler.model_denoiser(self.denoiser) if own_model else job.denoiser
+        return CFGDenoiser(inner, conds, job.params.cfg_scale, image_cond=start.image_cond, init_latent=kept,
+                           keep_mask=start.keep, should_stop=hooks.should_stop, should_skip=hooks.should_skip,
+                           policy=job.policy, extra_inputs=self.model_inputs(job, conds) + list(hooks.extra_inputs))
+
+    def refiner_for(self, p: GenerationParams, hooks: JobHooks):
+        """The refiner pipeline of a job (hooks.refiner_pipeline, else refiner_checkpoint loaded with
+        this model's options and kept), or None when the job has none or switches at 1.0."""
+        if not p.refiner_checkpoint or p.refiner_switch_at >= 1.0:
+            return None
+        refiner = hooks.refiner_pipeline or self.companion(p.refiner_checkpoint, "refiner_checkpoint")
+        mine, theirs = self.info, refiner.info
+        if (mine.latent_channels, mine.scaling_factor) != (theirs.latent_channels, theirs.scaling_factor):
+            raise ParamError("refiner_checkpoint", f"refiner_checkpoint={p.refiner_checkpoint!r}: its latent space "
+                             f"({theirs.latent_channels} channels, scaling factor {theirs.scaling_factor}) differs from "
+                             f"the model's ({mine.latent_channels}, {mine.scaling_factor})")
+        return refiner
+
+    def companion(self, name: str, field: str = "model"):
+        """Another model named in a job (a refiner, a hires checkpoint), loaded with this model's
+        load options (backend, device, dtype, model folders) the first time and kept."""
+        if name not in self._companions:
+            if self.load_options is None:
+                raise ParamError(field, f"{field}={name!r}: this pipeline was not made by sdrt.load; pass the loaded "
+                                        "model in JobHooks")
+            from ..loading import load
+
+            try:
+                self._companions[name] = load(name, **self.load_options)
+            except (OSError, ValueError) as e:
+                raise ParamError(field, f"{field}={name!r}: {e}") from e
+        return self._companions[name]
 
     def txt2img(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] = "", *,
                 callback: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
