@@ -31,7 +31,7 @@ class LoraPatch:
     def apply(self, backend) -> Callable[[], None]:
         from ..loaders.lora import apply_networks
 
-        return apply_networks(backend.unet, {"text_encoder": backend.text_encoder}, self.specs).remove
+        return apply_networks(backend.unet, text_encoders(backend), self.specs).remove
 
 
 class Networks:
@@ -57,7 +57,7 @@ class Networks:
 
         requests = [self._from_argument(item) for item in loras]
         backend = self.pipeline.backend
-        merge_networks(backend.unet, {"text_encoder": backend.text_encoder},
+        merge_networks(backend.unet, text_encoders(backend),
                        [(self._load(path), tag.te_weight, tag.unet_weight) for tag, path in requests])
         return [tag.name for tag, _ in requests]
 
@@ -94,6 +94,12 @@ class Networks:
         if cached is None or cached[0] != stamp:
             cached = self._cache[path] = (stamp, load_network(path))
         return cached[1]
+
+
+def text_encoders(backend) -> dict:
+    """The backend's text encoders by component name (SDXL: both; a refiner: text_encoder_2 alone)."""
+    return {name: getattr(backend, name, None) for name in ("text_encoder", "text_encoder_2")
+            if getattr(backend, name, None) is not None}
 
 
 def _short_hash(path: str) -> str:
