@@ -35,8 +35,6 @@ _UNSUPPORTED = [
     ("styles", (None, []), "prompt styles are not supported by sdrt; put the text in the prompt"),
     ("restore_faces", (None, False), "face restoration is not supported by sdrt"),
     ("tiling", (None, False), "tiling is not supported by sdrt"),
-    ("refiner_checkpoint", (None, "", "None"), "refiner models are not supported by sdrt"),
-    ("refiner_switch_at", (None, 0, 0.0, 1, 1.0), "refiner models are not supported by sdrt"),
     ("disable_extra_networks", (False,), "disable_extra_networks is not supported; remove the <lora:...> tags"),
     ("s_min_uncond", (None, 0, 0.0), "s_min_uncond (negative guidance minimum sigma) is not supported by sdrt"),
     ("script_name", (None, ""), "scripts are not supported by sdrt"),
@@ -71,6 +69,7 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
     values = _generation_values(req, options, info)
     values.update(sampler_name=sampler, scheduler=scheduler, width=width, height=height,
                   seed=resolve_seed(req.seed), subseed=resolve_seed(req.subseed, "subseed"))
+    values.update(_refiner_values(req, manager))
     if kind == "img2img":
         values.update(_img2img_values(req, limits))
     elif req.enable_hr:
@@ -104,6 +103,17 @@ def _hires_values(req, manager: ModelManager) -> dict:
         except OptionError as e:
             raise RequestError(("body", "hr_checkpoint_name"), str(e)) from None
     return out
+
+
+def _refiner_values(req, manager: ModelManager) -> dict:
+    """The refiner checkpoint resolved in the model folders (A1111: None, "" and "None" mean none)."""
+    name = req.refiner_checkpoint
+    if name in (None, "", "None"):
+        return {"refiner_checkpoint": None}
+    try:
+        return {"refiner_checkpoint": manager.resolve_checkpoint(name, "refiner_checkpoint")[0]}
+    except OptionError as e:
+        raise RequestError(("body", "refiner_checkpoint"), str(e)) from None
 
 
 def _check_hires_budget(p: GenerationParams, manager: ModelManager, limits: Limits) -> None:
@@ -288,8 +298,10 @@ def run(prepared: Prepared, job, manager: ModelManager) -> dict:
 
         p = prepared.params
         hires = manager.load_hires(p.hr_checkpoint_name).pipe if p.enable_hr and p.hr_checkpoint_name else None
+        refiner = manager.load_refiner(p.refiner_checkpoint).pipe \
+            if p.refiner_checkpoint and p.refiner_switch_at < 1.0 else None
         hooks = JobHooks(callback=on_step, should_stop=job.should_stop, should_skip=job.should_skip,
-                         hires_pipeline=hires)
+                         hires_pipeline=hires, refiner_pipeline=refiner)
         return response(prepared, pipe.generate(prepared.params, hooks), loaded, job)
     finally:
         if prepared.restore:

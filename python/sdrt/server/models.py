@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..loaders.model_folders import ModelFolders
+from ..loading import SHIPPED_MODELS
 
-TOY = "toy"
 
 
 class OptionError(ValueError):
@@ -87,12 +87,14 @@ class ModelManager:
     load_kwargs: dict = field(default_factory=dict)
     loaded: Optional[Loaded] = None
     hires: Optional[Loaded] = None  # the last hr_checkpoint_name model, kept for the next hires job
+    refiner: Optional[Loaded] = None  # the last refiner_checkpoint model, kept for the next job
     options: dict = field(default_factory=lambda: {k: v[0] for k, v in OPTIONS.items()})
     _upscalers: Any = field(default=None, repr=False)
 
     # --- listing ------------------------------------------------------------------------------
     def checkpoints(self) -> list[dict]:
-        items = [{"title": TOY, "model_name": TOY, "hash": None, "sha256": None, "filename": TOY, "config": None}]
+        items = [{"title": name, "model_name": name, "hash": None, "sha256": None, "filename": name, "config": None}
+                 for name in SHIPPED_MODELS]
         for e in self._entries("checkpoints"):
             items.append({"title": e.title, "model_name": os.path.splitext(e.title)[0], "hash": None, "sha256": None,
                           "filename": e.path, "config": None})
@@ -123,11 +125,12 @@ class ModelManager:
         """(title, what sdrt.load takes) for a client's checkpoint name."""
         if not isinstance(name, str) or not name.strip():
             raise OptionError(field_name, f"{field_name}: expected a checkpoint name")
-        if name.strip() == TOY or name.strip().startswith(TOY + " ["):
-            return TOY, TOY
+        for shipped in SHIPPED_MODELS:
+            if name.strip() == shipped or name.strip().startswith(shipped + " ["):
+                return shipped, shipped
         if self.folders is None:
             raise OptionError(field_name, f"{field_name}={name!r}: unknown; the server has no --models-dir, "
-                                          f"so only {TOY!r} is available")
+                                          f"so only {', '.join(SHIPPED_MODELS)} are available")
         try:
             path = self.folders.resolve("checkpoints", name)
         except ValueError as e:  # unknown or unsafe names
@@ -160,16 +163,24 @@ class ModelManager:
 
     def load_hires(self, checkpoint: str) -> Loaded:
         """The hires pass's model (hr_checkpoint_name): the loaded one when it is the same, else
-        loaded beside it with its own VAE."""
+        loaded beside it with its own VAE, and kept."""
+        self.hires = self._load_beside(checkpoint, "hr_checkpoint_name", self.hires)
+        return self.hires
+
+    def load_refiner(self, checkpoint: str) -> Loaded:
+        """The refiner (refiner_checkpoint), loaded beside the main model once and kept."""
+        self.refiner = self._load_beside(checkpoint, "refiner_checkpoint", self.refiner)
+        return self.refiner
+
+    def _load_beside(self, checkpoint: str, field_name: str, kept: Optional[Loaded]) -> Loaded:
         from ..loading import load
 
-        title, target = self.resolve_checkpoint(checkpoint, "hr_checkpoint_name")
-        for held in (self.loaded, self.hires):
+        title, target = self.resolve_checkpoint(checkpoint, field_name)
+        for held in (self.loaded, kept, self.hires, self.refiner):
             if held is not None and held.checkpoint == title and held.vae == "Automatic":
                 return held
         pipe = load(target, models_dir=self.folders.root if self.folders else None, **self.load_kwargs)
-        self.hires = Loaded(pipe, title)
-        return self.hires
+        return Loaded(pipe, title)
 
     @property
     def upscalers(self):

@@ -38,8 +38,6 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
         s_min_uncond: Optional[float] = Field(None, ge=0.0, le=100.0)
         override_settings: Optional[dict[str, Any]] = None
         override_settings_restore_afterwards: bool = True
-        refiner_checkpoint: Optional[str] = Field(None, max_length=1000)
-        refiner_switch_at: Optional[float] = Field(None, ge=0.0, le=1.0)
         disable_extra_networks: bool = False
         script_name: Optional[str] = Field(None, max_length=1000)
         script_args: list[Any] = Field(default_factory=list, max_length=256)
