@@ -38,7 +38,7 @@ def add_generation_arguments(p: argparse.ArgumentParser, default_output: str, im
         p.add_argument("init_image")
     p.add_argument("prompt")
     p.add_argument("-o", "--output", default=default_output, help="PNG path (numbered when several images)")
-    p.add_argument("--model", default="toy", help="'toy' (bundled), a diffusers folder, a .safetensors/.ckpt "
+    p.add_argument("--model", default="toy", help="'toy' or 'toy-xl' (bundled), a diffusers folder, a .safetensors/.ckpt "
                    "checkpoint, or a checkpoint name inside --models-dir")
     p.add_argument("--vae", default=None, help="a VAE file or folder (or a name inside --models-dir)")
     p.add_argument("--models-dir", default=None, help="A1111-style folder holding models/Stable-diffusion, "
