@@ -53,6 +53,9 @@ step "benchmarks"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 "$PY" bench/bench_attention.py --device cuda --out "$OUT/attention-cuda.json" 2>&1 | tee "$OUT/attention-cuda.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+"$PY" bench/bench_sdxl.py --device cuda --size 1024 --steps 20 --repeats 3 --out "$OUT/sdxl-cuda.json" 2>&1 \
+  | tee "$OUT/sdxl-cuda.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 fi
 

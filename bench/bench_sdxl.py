@@ -1,0 +1,147 @@
+"""SDXL sampling speed: sdrt's pipeline against diffusers' StableDiffusionXLPipeline on the same
+full-size SDXL modules (random weights), in one process, runs alternating.
+
+it/s is A1111's: sampler steps per second of the sampling loop (both with CFG, so two UNet rows per
+step), timed from the first to the last step callback, so text encoding and the VAE are left out.
+GPU (bench/gpu_suite.sh): 1024x1024, fp16, Euler, 20 steps. CPU: a reduced size and few steps (the
+2-core development box takes ~30 s per SDXL step at 512 px in fp32).
+
+    python bench/bench_sdxl.py --device cuda --size 1024 --steps 20 --out bench/results/sdxl-cuda.json
+    python bench/bench_sdxl.py --device cpu --size 512 --steps 3 --repeats 2 --out bench/results/sdxl-cpu.json
+    python bench/bench_sdxl.py --tiny ...   (a tiny SDXL: checks the script, measures nothing useful)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timer import machine_description, write_results  # noqa: E402
+
+PROMPT = "a photograph of a lighthouse on a cliff at dawn, highly detailed"
+
+
+def random_sdxl(device: str, dtype: torch.dtype, tiny: bool):
+    """SDXL base modules with random weights: (unet, text_encoder, text_encoder_2, vae)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from sdrt.models.architectures import ARCHITECTURES
+
+    arch = ARCHITECTURES["sdxl"]
+    if tiny:
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "sdxl"))
+        from tiny_sdxl import tiny_sdxl_architecture
+
+        arch = tiny_sdxl_architecture()
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = UNet2DConditionModel(**arch.unet)
+        te1 = CLIPTextModel(CLIPTextConfig(**arch.text_encoders["text_encoder"]))
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**arch.text_encoders["text_encoder_2"]))
+        vae = AutoencoderKL(**arch.vae)
+    return [m.to(dtype).eval().requires_grad_(False) for m in (unet, te1, te2, vae)]
+
+
+def sdrt_pipeline(modules, device: str, dtype: torch.dtype):
+    from sdrt.backends.torch_backend import TorchBackend
+    from sdrt.models.architectures import SCHEDULER
+    from sdrt.pipelines import ModelInfo, Pipeline
+    from sdrt.pipelines.sdxl import time_id_count
+    from sdrt.prompt import get_tokenizer
+    from sdrt.sampling.schedules import betas_from_config, discrete_sigmas
+
+    unet, te1, te2, vae = modules
+    backend = TorchBackend(unet, te1, vae, text_encoder_2=te2, device=device, dtype=dtype)
+    info = ModelInfo(name="sdxl-random", scaling_factor=float(vae.config.scaling_factor),
+                     default_size=int(unet.config.sample_size) * 8, family="sdxl",
+                     added_time_ids=time_id_count(unet.config, int(te2.config.projection_dim)))
+    return Pipeline(backend, get_tokenizer(), discrete_sigmas(betas_from_config(SCHEDULER)), info,
+                    batch_invariant=False)
+
+
+def diffusers_pipeline(modules):
+    import transformers
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    from sdrt.models.architectures import SCHEDULER
+    from sdrt.prompt import get_tokenizer
+    from sdrt.prompt.tokenizer import _vocab_and_merges
+
+    unet, te1, te2, vae = modules
+    vocab, merges = _vocab_and_merges()
+    tokenizer_2 = transformers.CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, pad_token="!",
+                                             bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+                                             unk_token="<|endoftext|>")
+    scheduler = EulerDiscreteScheduler(**{k: v for k, v in SCHEDULER.items() if k not in ("clip_sample", "set_alpha_to_one")})
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=get_tokenizer(),
+                                     tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _its(stamps: list[float]) -> float:
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def run_sdrt(pipe, size: int, steps: int, sync) -> float:
+    stamps: list[float] = []
+
+    def callback(info):
+        sync()
+        stamps.append(time.perf_counter())
+    pipe.txt2img(PROMPT, width=size, height=size, steps=steps, sampler_name="Euler", cfg_scale=7.0, seed=1,
+                 callback=callback)
+    return _its(stamps)
+
+
+def run_diffusers(pipe, size: int, steps: int, sync) -> float:
+    stamps: list[float] = []
+
+    def callback(p, i, t, kwargs):
+        sync()
+        stamps.append(time.perf_counter())
+        return kwargs
+    pipe(PROMPT, width=size, height=size, num_inference_steps=steps, guidance_scale=7.0,
+         callback_on_step_end=callback, output_type="latent")
+    return _its(stamps)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--tiny", action="store_true", help="a tiny random SDXL (to check the script)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    modules = random_sdxl(args.device, dtype, args.tiny)
+    ours, theirs = sdrt_pipeline(modules, args.device, dtype), diffusers_pipeline(modules)
+    run_sdrt(ours, args.size, 2, sync), run_diffusers(theirs, args.size, 2, sync)  # warm-up
+    samples = {"sdrt": [], "diffusers": []}
+    for _ in range(args.repeats):
+        samples["sdrt"].append(run_sdrt(ours, args.size, args.steps, sync))
+        samples["diffusers"].append(run_diffusers(theirs, args.size, args.steps, sync))
+    result = {name: {"it_per_s_median": statistics.median(v), "samples": v} for name, v in samples.items()}
+    ratio = result["sdrt"]["it_per_s_median"] / result["diffusers"]["it_per_s_median"]
+    print(f"SDXL {'tiny' if args.tiny else 'full-size'} {args.size}px {dtype} on {args.device}: "
+          f"sdrt {result['sdrt']['it_per_s_median']:.3f} it/s, diffusers {result['diffusers']['it_per_s_median']:.3f} "
+          f"it/s, ratio {ratio:.3f}")
+    if args.out:
+        write_results(args.out, {"benchmark": "sdxl sampling it/s, Euler, CFG 7", "size": args.size,
+                                 "steps": args.steps, "dtype": str(dtype), "device": args.device, "tiny": args.tiny,
+                                 "results": result, "ratio_sdrt_over_diffusers": ratio,
+                                 "machine": machine_description()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
