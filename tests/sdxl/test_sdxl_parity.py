@@ -84,3 +84,19 @@ def test_txt2img_matches_the_diffusers_sdxl_pipeline(pipes, sampler, prompt, neg
                output_type="np", **kwargs).images[0] * 255.0
     got = np.asarray(got, dtype=np.float64)
     assert np.abs(got - np.floor(want)).max() <= 1
+
+
+def test_turbo_settings_need_no_special_case(pipes):
+    """SDXL Turbo / Lightning: few steps, CFG 1 (the uncond pass is skipped exactly), SGM Uniform."""
+    ours, ref = pipes
+    rows = []
+    real = ours.denoiser.unet
+    ours.denoiser.unet = lambda x, *a, **k: rows.append(x.shape[0]) or real(x, *a, **k)
+    try:
+        result = ours.txt2img("a red cat in a hat", seed=3, steps=4, cfg_scale=1.0, sampler_name="Euler a",
+                              scheduler="SGM Uniform")
+    finally:
+        ours.denoiser.unet = real
+    assert rows == [1, 1, 1, 1]  # one row per step: the cond alone
+    assert "Schedule type: SGM Uniform" in result.infotexts[0] and "CFG scale: 1" in result.infotexts[0]
+    assert np.asarray(result.images[0]).std() > 1
