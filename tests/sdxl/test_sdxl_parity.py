@@ -100,3 +100,30 @@ def test_turbo_settings_need_no_special_case(pipes):
     assert rows == [1, 1, 1, 1]  # one row per step: the cond alone
     assert "Schedule type: SGM Uniform" in result.infotexts[0] and "CFG scale: 1" in result.infotexts[0]
     assert np.asarray(result.images[0]).std() > 1
+
+
+def _diffusers_cond(ref, text):
+    context, _, pooled, _ = ref.encode_prompt(text, device="cpu", num_images_per_prompt=1,
+                                              do_classifier_free_guidance=True, negative_prompt="x")
+    return context[0], pooled[0]
+
+
+def test_long_prompts_chunk_and_pool_from_the_first_chunk(pipes):
+    """Past 75 tokens A1111 adds 77-token chunks; the pooled vector is the first chunk's, which is
+    what diffusers computes for the prompt truncated to one chunk (no commas: no backtracking)."""
+    ours, ref = pipes
+    words = " ".join(["red", "cat", "hat", "blue", "dog"] * 20)  # 100 tokens
+    cond = encode(ours, words, "")[1][0].conds[0]
+    context, pooled = _diffusers_cond(ref, words)  # diffusers truncates to the first 75 tokens
+    assert cond.at(0).shape == (154, 64)
+    torch.testing.assert_close(cond.at(0)[:77], context, rtol=0, atol=1e-5)
+    torch.testing.assert_close(cond.pooled_at(0), pooled, rtol=0, atol=1e-5)
+
+
+def test_prompt_editing_switches_context_and_pooled(pipes):
+    ours, ref = pipes
+    cond = encode(ours, "a [red:blue:3] cat", "")[1][0].conds[0]
+    for step, text in ((0, "a red cat"), (3, "a red cat"), (4, "a blue cat")):
+        context, pooled = _diffusers_cond(ref, text)
+        torch.testing.assert_close(cond.at(step), context, rtol=0, atol=1e-5)
+        torch.testing.assert_close(cond.pooled_at(step), pooled, rtol=0, atol=1e-5)
