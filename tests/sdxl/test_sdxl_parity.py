@@ -127,3 +127,18 @@ def test_prompt_editing_switches_context_and_pooled(pipes):
         context, pooled = _diffusers_cond(ref, text)
         torch.testing.assert_close(cond.at(step), context, rtol=0, atol=1e-5)
         torch.testing.assert_close(cond.pooled_at(step), pooled, rtol=0, atol=1e-5)
+
+
+def test_and_sub_prompts_each_bring_their_pooled_vector(pipes):
+    ours, ref = pipes
+    job, conds = encode(ours, "a red cat AND a blue dog :0.5", "")
+    parts = conds[0].conds
+    assert conds[0].weights == [1.0, 0.5]
+    for part, text in zip(parts, ("a red cat", "a blue dog")):
+        torch.testing.assert_close(part.pooled_at(0), _diffusers_cond(ref, text)[1], rtol=0, atol=1e-5)
+    call = UNetCall(torch.zeros(3, 4, 8, 8), torch.ones(3), (UNetRow(0, COND, 0), UNetRow(0, COND, 1), UNetRow(0, UNCOND)), 0)
+    embeds = ours.model_inputs(job, conds)[0](call)["added_cond_kwargs"]["text_embeds"]
+    torch.testing.assert_close(embeds, torch.stack([parts[0].pooled_at(0), parts[1].pooled_at(0),
+                                                    conds[0].uncond.pooled_at(0)]))
+    image = ours.txt2img("a red cat AND a blue dog :0.5", seed=3, steps=4).images[0]
+    assert np.asarray(image).std() > 1
