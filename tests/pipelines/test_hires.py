@@ -125,7 +125,7 @@ def test_pixel_upscaler_path_decodes_upscales_and_encodes(pipe, monkeypatch):
 def test_second_model_runs_the_hires_pass(pipe):
     other = sdrt.load("toy")
     params = _p(sampler_name="Euler", steps=4, hr_second_pass_steps=2, seed=8, hr_checkpoint_name="toy copy")
-    with pytest.raises(ParamError, match="hires_pipeline"):
+    with pytest.raises(ParamError, match="hr_checkpoint_name='toy copy': .*no such file"):  # loaded by name: unknown
         pipe.generate(params)
     calls = []
     other.unet.register_forward_hook(lambda *a: calls.append(1))
@@ -171,3 +171,17 @@ def test_hires_fields_are_txt2img_only(pipe):
         GenerationParams(prompt="x", init_images=[Image.new("RGB", (64, 64))], enable_hr=True).validate()
     assert set(LATENT_UPSCALE_MODES) == {"Latent", "Latent (antialiased)", "Latent (bicubic)",
                                          "Latent (bicubic antialiased)", "Latent (nearest)", "Latent (nearest-exact)"}
+
+
+def test_hires_checkpoint_by_name_is_loaded_once_and_kept():
+    import sdrt
+
+    pipe = sdrt.load("toy")
+    params = dict(seed=3, steps=4, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2, denoising_strength=0.5,
+                  hr_checkpoint_name="toy")
+    first = pipe.txt2img("a red circle", **params)
+    kept = pipe.companion("toy")
+    second = pipe.txt2img("a red circle", **params)
+    assert pipe.companion("toy") is kept and kept is not pipe
+    assert "Hires checkpoint: toy" in first.infotexts[0]
+    assert np.array_equal(np.asarray(first.images[0]), np.asarray(second.images[0]))

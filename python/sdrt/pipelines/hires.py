@@ -26,6 +26,7 @@ from .job_infotext import batch_infotexts
 from .params import GenerationParams, ParamError, mode_defaults
 from .patches import applied
 from .postprocess import run_post_processors
+from .refiner import short_title
 from .rng import resolve_seed
 from .start_point import StartPoint
 
@@ -142,7 +143,7 @@ def generate_hires(pipe, p: GenerationParams, hooks: JobHooks):
     with applied(patches, pipe.backend), applied(hr_patches, hr_pipe.backend):
         first.infotext.update(plan.infotext)  # A1111: before the networks' "Lora hashes"
         if hr_pipe is not pipe:
-            first.infotext["Hires checkpoint"] = _short_title(hr_pipe.info)
+            first.infotext["Hires checkpoint"] = short_title(hr_pipe.info)
         for patch in patches + hr_patches:
             first.infotext.update(patch.infotext)
         passes = _Passes(pipe, first, pipe.condition(first), hr_pipe, second,
@@ -151,17 +152,11 @@ def generate_hires(pipe, p: GenerationParams, hooks: JobHooks):
         return _run(passes, plan, hooks)
 
 
-def _short_title(info) -> str:
-    """A1111's checkpoint short title: "name [hash10]"."""
-    return f"{info.name} [{info.hash[:10]}]" if info.hash else info.name
-
-
 def _hires_pipeline(pipe, p: GenerationParams, hooks: JobHooks):
     if hooks.hires_pipeline is not None:
         return hooks.hires_pipeline
-    if p.hr_checkpoint_name:
-        raise ParamError("hr_checkpoint_name", f"hr_checkpoint_name={p.hr_checkpoint_name!r}: pass the loaded model "
-                                               "as Pipeline.generate(params, JobHooks(hires_pipeline=...))")
+    if p.hr_checkpoint_name:  # loaded with this model's options the first time, and kept
+        return pipe.companion(p.hr_checkpoint_name, "hr_checkpoint_name")
     return pipe
 
 
