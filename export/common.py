@@ -53,8 +53,10 @@ def check_components(names: Sequence[str], valid) -> list[str]:
 
 
 def model_facts(pipe) -> dict:
-    """The ModelInfo fields a backend rebuilds the pipeline from (sdrt.load of an export folder)."""
+    """The ModelInfo fields a backend rebuilds the pipeline from (sdrt.load of an export folder);
+    the family and SDXL's time-id count decide how its prompts are encoded and what its UNet takes."""
     info = pipe.info
     return {"name": info.name, "scaling_factor": info.scaling_factor, "default_size": info.default_size,
             "latent_channels": info.latent_channels, "unet_in_channels": info.unet_in_channels,
-            "prediction_type": info.prediction_type, "family": info.family, "hash": info.hash}
+            "prediction_type": info.prediction_type, "family": info.family, "hash": info.hash,
+            "added_time_ids": int(info.added_time_ids)}

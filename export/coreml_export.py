@@ -28,7 +28,7 @@ from sdrt.backends import manifests
 from sdrt.backends.attention import SplitEinsumAttnProcessor, attention_processors
 
 from .common import check_components, check_writable, model_facts, require_torch_pipeline, with_loras
-from .specs import COMPONENTS, TOKENS
+from .specs import TOKENS, added_unet_sample, components_for
 
 MANIFEST = manifests.COREML
 ATTENTION = ("original", "split_einsum")
@@ -61,17 +61,21 @@ def _coremltools():
 
 
 def sample_inputs(pipe, component: str, *, size: Optional[int] = None) -> tuple[torch.Tensor, ...]:
-    """Fixed-shape inputs for a package: UNet batch 2 (CFG), others batch 1, one text chunk."""
+    """Fixed-shape inputs for a package: UNet batch 2 (CFG), others batch 1, one text chunk; the
+    inputs the model's specs add for SDXL (pooled position, pooled text and time ids) included."""
     size = size or pipe.info.default_size
     if size % 64:
         raise ValueError(f"size={size}: Core ML packages take pixel sizes in multiples of 64")
     latent = size // 8
-    if component == "text_encoder":
-        return (torch.randn(1, TOKENS, pipe.text_encoder.config.hidden_size),)
+    spec = components_for(pipe)[component]
+    if component.startswith("text_encoder"):
+        embeds = torch.randn(1, TOKENS, getattr(pipe, component).config.hidden_size)
+        return (embeds, torch.tensor([TOKENS - 1]))[:len(spec.inputs)]  # eos_index: text_encoder_2 of SDXL
     if component == "unet":
         unet = pipe.unet
-        return (torch.randn(2, unet.config.in_channels, latent, latent), torch.full((2,), 500.0),
-                torch.randn(2, TOKENS, unet.config.cross_attention_dim))
+        sample = (torch.randn(2, unet.config.in_channels, latent, latent), torch.full((2,), 500.0),
+                  torch.randn(2, TOKENS, unet.config.cross_attention_dim))
+        return sample + (added_unet_sample(pipe, 2, torch.float32) if len(spec.inputs) > len(sample) else ())
     if component == "vae_decoder":
         return (torch.randn(1, pipe.vae.config.latent_channels, latent, latent),)
     return (torch.rand(1, 3, size, size) * 2 - 1,)
@@ -81,13 +85,14 @@ def convert_component(pipe, component: str, path: str, *, size: Optional[int] = 
                       palettize_bits: Optional[int] = None):
     """One component -> an .mlpackage at `path`; returns the coremltools model."""
     ct = _coremltools()
-    if component not in COMPONENTS:
-        raise ValueError(f"component {component!r} unknown; valid: {', '.join(COMPONENTS)}")
+    specs = components_for(pipe)
+    if component not in specs:
+        raise ValueError(f"component {component!r} unknown; valid: {', '.join(specs)}")
     if attention not in ATTENTION:
         raise ValueError(f"attention={attention!r}; valid: {', '.join(ATTENTION)}")
     if palettize_bits is not None and palettize_bits not in PALETTIZE_BITS:  # before minutes of conversion
         raise ValueError(f"palettize_bits={palettize_bits}; Core ML palettizes to 1, 2, 3, 4, 6 or 8 bits")
-    spec = COMPONENTS[component]
+    spec = specs[component]
     module = spec.wrap(pipe).eval().float()
     processor = SplitEinsumAttnProcessor() if attention == "split_einsum" else None
     sample = sample_inputs(pipe, component, size=size)
@@ -122,8 +127,9 @@ def to_coreml(pipe, out_dir: str, *, components: Sequence[str] | None = None, si
     of `pipe` unless `in_place`."""
     from sdrt import __version__
 
-    names = check_components(components or ("text_encoder", "unet", "vae_decoder"), COMPONENTS)
     require_torch_pipeline(pipe, exporter="to_coreml")
+    specs = components_for(pipe)
+    names = check_components(components or [n for n in specs if n != "vae_encoder"], specs)
     check_writable(out_dir)
     say = progress or (lambda message: None)
     pipe = with_loras(pipe, loras, say, in_place=in_place)

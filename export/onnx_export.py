@@ -1,7 +1,8 @@
 """ONNX export: a loaded model -> a self-describing folder that ``sdrt.load(folder,
 backend="onnxruntime")`` runs.
 
-Each component of ``specs.COMPONENTS`` is traced with torch's TorchScript-based exporter
+Each component the model has (``specs.components_for``: SD's set, or SDXL's with its second text
+encoder and the UNet's added inputs) is traced with torch's TorchScript-based exporter
 (``dynamo=False``: the path diffusers / optimum have exported SD UNets with for years; the
 torch.export-based one needs onnxscript and is the later move), checked with onnx.checker, and
 written with its weights as external data when it passes protobuf's 2 GB limit. fp16 is made from
@@ -24,7 +25,7 @@ import torch
 from sdrt.backends import manifests
 
 from .common import check_components, check_writable, model_facts, require_torch_pipeline, with_loras
-from .specs import COMPONENTS, PROFILES
+from .specs import PROFILES, components_for, model_widths
 
 MANIFEST = manifests.ONNX
 FORMAT = manifests.FORMAT
@@ -40,8 +41,9 @@ def to_onnx(pipe, out_dir: str, *, fp16: bool = False, loras: Sequence | None = 
     `in_place` (which saves a model's worth of memory when the unmerged model is not needed)."""
     from sdrt import __version__
 
-    names = check_components(components or COMPONENTS, COMPONENTS)
     require_torch_pipeline(pipe, exporter="to_onnx")
+    specs = components_for(pipe)
+    names = check_components(components or specs, specs)
     check_writable(out_dir)
     say = progress or (lambda message: None)
     pipe = with_loras(pipe, loras, say, in_place=in_place)
@@ -59,12 +61,13 @@ def to_onnx(pipe, out_dir: str, *, fp16: bool = False, loras: Sequence | None = 
                 "profile": PROFILES.get(pipe.info.family, PROFILES["sd1"]),
                 "model_sigmas": [float(s) for s in pipe.denoiser.sigmas],  # the discrete noise schedule
                 # widths the engine profiles need (tensorrt_export.shape_profile)
-                "widths": {"context_width": int(pipe.unet.config.cross_attention_dim),
-                           "text_width": int(pipe.text_encoder.config.hidden_size)}}
+                "widths": model_widths(pipe)}
     for name in names:
-        manifest["components"][name] = _export_and_measure(pipe, COMPONENTS[name], out_dir, fp16, say)
-    if "text_encoder" in names:
-        manifest.update(_save_token_embedding(pipe, out_dir, fp16))
+        spec = specs[name]
+        manifest["components"][name] = _export_and_measure(pipe, spec, out_dir, fp16, say)
+        if spec.token_lookup:
+            _save_token_embedding(getattr(pipe, name), os.path.join(out_dir, name), fp16)
+        manifest.update(spec.facts(pipe) if spec.facts else {})
     manifests.write_manifest(out_dir, MANIFEST, manifest)  # last: a half export is never taken as done
     return manifest
 
@@ -87,14 +90,11 @@ def _export_and_measure(pipe, spec, out_dir: str, fp16: bool, say: Callable[[str
     return entry
 
 
-def _save_token_embedding(pipe, out_dir: str, fp16: bool) -> dict:
+def _save_token_embedding(text_encoder, folder: str, fp16: bool) -> None:
     """The token lookup runs outside the graph (textual inversion replaces rows): its table beside
-    the text encoder, and the facts the backend needs for clip skip and embedding widths."""
-    table = pipe.text_encoder.get_input_embeddings().weight.detach().float().cpu().numpy()
-    np.save(os.path.join(out_dir, "text_encoder", "token_embedding.npy"),
-            table.astype(np.float16 if fp16 else np.float32))
-    return {"text_layers": int(pipe.text_encoder.config.num_hidden_layers),
-            "text_width": int(pipe.text_encoder.config.hidden_size)}
+    the text encoder's graph, as token_embedding.npy."""
+    table = text_encoder.get_input_embeddings().weight.detach().float().cpu().numpy()
+    np.save(os.path.join(folder, "token_embedding.npy"), table.astype(np.float16 if fp16 else np.float32))
 
 
 def export_component(pipe, name: str, path: str, *, fp16: bool = False) -> None:
@@ -102,10 +102,11 @@ def export_component(pipe, name: str, path: str, *, fp16: bool = False) -> None:
     `path`, checked."""
     import onnx
 
-    if name not in COMPONENTS:
-        raise ValueError(f"component {name!r} unknown; valid: {', '.join(COMPONENTS)}")
+    specs = components_for(pipe)
+    if name not in specs:
+        raise ValueError(f"component {name!r} unknown; valid: {', '.join(specs)}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    _export_component(pipe, COMPONENTS[name], path, fp16)
+    _export_component(pipe, specs[name], path, fp16)
     onnx.checker.check_model(path)
 
 
@@ -148,22 +149,25 @@ def _export_component(pipe, spec, path: str, fp16: bool) -> None:
 
 
 def parity_error(pipe, spec, path: str) -> float:
-    """Max |ORT - torch| of the exported component on fresh random sample inputs (fp32 torch)."""
+    """Max |ORT - torch| over every output of the exported component on fresh random sample inputs
+    (fp32 torch)."""
     import onnxruntime as ort
 
     torch.manual_seed(1234)
     sample = spec.sample(pipe, torch.float32)
     with torch.no_grad():
-        want = spec.wrap(pipe).eval().float()(*sample).numpy()
+        want = spec.wrap(pipe).eval().float()(*sample)
+    want = want if isinstance(want, tuple) else (want,)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    got = session.run(None, {t.name: v.numpy() for t, v in zip(spec.inputs, sample)})[0]
-    return float(np.abs(got.astype(np.float32) - want).max())
+    got = session.run(None, {t.name: v.numpy() for t, v in zip(spec.inputs, sample)})
+    return max(float(np.abs(g.astype(np.float32) - w.numpy()).max()) for g, w in zip(got, want))
 
 
 def _content_hash(pipe, options: dict) -> str:
-    """sha256 over every weight of the three modules (names, dtypes, bytes) and the options."""
+    """sha256 over every weight of the model's modules (names, dtypes, bytes) and the options."""
     h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
-    for module in (pipe.text_encoder, pipe.unet, pipe.vae):
+    modules = (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None), pipe.unet, pipe.vae)
+    for module in (m for m in modules if m is not None):
         for name, tensor in sorted(module.state_dict().items()):
             h.update(name.encode())
             h.update(str(tensor.dtype).encode())

@@ -21,9 +21,16 @@ import numpy as np
 from sdrt.backends import manifests
 from sdrt.backends.exported import Profile, Shape, check_in_profile  # noqa: F401  (the backend checks at run time)
 
-from .specs import COMPONENTS, PROFILES, TOKENS
+from .specs import PROFILES, TOKENS, components_for_family
 
 MANIFEST = manifests.TENSORRT
+
+
+# axes of one size per model -> the model fact (manifest "model" + "widths") that gives it; the text
+# encoders' "width" is their embedding width (the UNet's "width" is the latent width)
+_MODEL_AXES = {"channels": "unet_in_channels", "context": "context_width", "pooled": "pooled_width",
+               "time_ids": "added_time_ids"}
+_TEXT_WIDTHS = {"text_encoder": "text_width", "text_encoder_2": "text_width_2"}
 
 
 def shape_profile(component: str, model: Mapping, *, family: str | None = None,
@@ -31,33 +38,42 @@ def shape_profile(component: str, model: Mapping, *, family: str | None = None,
                   text_chunks: tuple[int, int] | None = None) -> Profile:
     """(min, opt, max) shapes of each input of `component` for an engine: batch counts images
     times the CFG doubling, sizes are pixels (latents are 1/8), text lengths whole 77-token chunks.
-    `model` holds the export manifest's model facts (family, channels) plus text/context widths."""
-    ranges = dict(PROFILES.get(family or model.get("family", "sd1"), PROFILES["sd1"]))
+    `model` holds the export manifest's model facts (family, channels, SDXL's time-id count) plus
+    its widths (specs.model_widths); the family picks SD's or SDXL's specs and default ranges."""
+    family = family or model.get("family", "sd1")
+    ranges = dict(PROFILES.get(family, PROFILES["sd1"]))
     ranges.update({k: v for k, v in (("batch", batch), ("size", size), ("text_chunks", text_chunks)) if v})
+    dims = _axis_ranges(ranges, int(model.get("default_size", 512)))
+    facts = {**_MODEL_AXES, **({"width": _TEXT_WIDTHS[component]} if component in _TEXT_WIDTHS else {})}
+    profile: Profile = {}
+    for spec in components_for_family(family)[component].inputs:
+        per_axis = []
+        for axis in spec.dims:
+            if isinstance(axis, int):
+                per_axis.append((axis,) * 3)
+            elif axis in facts:
+                if not model.get(facts[axis]):
+                    raise ValueError(f"{component}: input {spec.name!r} needs {facts[axis]} in the model facts "
+                                     f"(has {', '.join(sorted(model))})")
+                per_axis.append((int(model[facts[axis]]),) * 3)
+            else:
+                per_axis.append(dims[axis])
+        profile[spec.name] = tuple(tuple(a[i] for a in per_axis) for i in range(3))
+    return profile
+
+
+def _axis_ranges(ranges: Mapping, default_size: int) -> dict:
+    """(min, opt, max) of the axes that vary per call, checked."""
     (b0, b1), (s0, s1), (c0, c1) = ranges["batch"], ranges["size"], ranges["text_chunks"]
     for name, (lo, hi) in (("batch", (b0, b1)), ("size", (s0, s1)), ("text_chunks", (c0, c1))):
         if not 1 <= lo <= hi:
             raise ValueError(f"{name}={(lo, hi)}: need 1 <= min <= max")
     if s0 % 64 or s1 % 64:
         raise ValueError(f"size={(s0, s1)}: pixel sizes must be multiples of 64 (latents of multiples of 8)")
-    opt_size = min(max(int(model.get("default_size", 512)), s0), s1)
-    dims = {"batch": (b0, min(max(2, b0), b1), b1), "height": (s0 // 8, opt_size // 8, s1 // 8),
+    opt_size = min(max(default_size, s0), s1)
+    return {"batch": (b0, min(max(2, b0), b1), b1), "height": (s0 // 8, opt_size // 8, s1 // 8),
             "width": (s0 // 8, opt_size // 8, s1 // 8), "image_height": (s0, opt_size, s1),
-            "image_width": (s0, opt_size, s1), "tokens": (TOKENS * c0, TOKENS * c0, TOKENS * c1),
-            "channels": (model["unet_in_channels"],) * 3, "context": (model["context_width"],) * 3,
-            "width_text": (model["text_width"],) * 3}
-    profile: Profile = {}
-    for spec in COMPONENTS[component].inputs:
-        per_axis = []
-        for axis in spec.dims:
-            if isinstance(axis, int):
-                per_axis.append((axis,) * 3)
-            elif component == "text_encoder" and axis == "width":
-                per_axis.append(dims["width_text"])
-            else:
-                per_axis.append(dims[axis])
-        profile[spec.name] = tuple(tuple(a[i] for a in per_axis) for i in range(3))
-    return profile
+            "image_width": (s0, opt_size, s1), "tokens": (TOKENS * c0, TOKENS * c0, TOKENS * c1)}
 
 
 def engine_cache_key(onnx_sha256: str, profile: Profile, *, fp16: bool, refittable: bool,
@@ -185,7 +201,8 @@ def plan_engines(onnx_dir: str, *, fp16: bool = True, batch: tuple[int, int] | N
         key = engine_cache_key(_file_sha256(onnx_file), profile, fp16=fp16, refittable=True,
                                tensorrt_version=tensorrt_version, device=device)
         plan["components"][name] = {"onnx": onnx_file, "engine": os.path.join(name, f"{key}.plan"),
-                                    "profile": profile, "outputs": component["outputs"], "cache_key": key}
+                                    "profile": profile, "inputs": component["inputs"],
+                                    "outputs": component["outputs"], "cache_key": key}
     return plan
 
 
@@ -212,10 +229,11 @@ def to_tensorrt(onnx_dir: str, out_dir: str, *, fp16: bool = True, batch=None, s
         build_engine(component["onnx"], engine, component["profile"], fp16=fp16,
                      timing_cache=os.path.join(out_dir, "timing.cache"))
         say(f"{name}: built {engine}")
-    if "text_encoder" in plan["components"]:
-        os.makedirs(os.path.join(out_dir, "text_encoder"), exist_ok=True)
-        shutil.copyfile(os.path.join(onnx_dir, "text_encoder", "token_embedding.npy"),
-                        os.path.join(out_dir, "text_encoder", "token_embedding.npy"))
+    for name in plan["components"]:  # the text encoders' token tables (the lookup runs outside)
+        table = os.path.join(onnx_dir, name, "token_embedding.npy")
+        if os.path.isfile(table):
+            os.makedirs(os.path.join(out_dir, name), exist_ok=True)
+            shutil.copyfile(table, os.path.join(out_dir, name, "token_embedding.npy"))
     manifests.write_manifest(out_dir, MANIFEST, plan)
     return plan
 

@@ -231,21 +231,21 @@ def _load_exported(backend: str, folder: str, device: str, pipeline_options: dic
                          "(`sdrt export MODEL --to onnx -o DIR`), not a model")
     folder = os.path.expanduser(str(folder))
     if backend == "onnxruntime":
-        from .backends.onnxruntime_backend import OnnxRuntimeBackend, read_manifest
+        from .backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        manifest = read_manifest(folder)
-        backend_impl = OnnxRuntimeBackend(folder, device=device, manifest=manifest)
+        backend_impl = OnnxRuntimeBackend(folder, device=device)
     else:
         from .backends.tensorrt_backend import TensorRTBackend
 
         backend_impl = TensorRTBackend(folder, device=device)
-        manifest = {**backend_impl.manifest, "text_width": int(backend_impl.token_embedding.shape[1])}
-    info = ModelInfo(**manifest["model"])
-    sigmas = torch.tensor(manifest["model_sigmas"], dtype=torch.float64)
+    # the model facts (family, SDXL's time-id count) make an SDXL export an SDXL pipeline
+    info = ModelInfo(**backend_impl.manifest["model"])
+    sigmas = torch.tensor(backend_impl.manifest["model_sigmas"], dtype=torch.float64)
     pipe = Pipeline(backend_impl, get_tokenizer(), sigmas, info, **pipeline_options)
     pipe.model_folders = folders
+    # no text encoder modules here: each encoder's embedding width is its exported token table's
     _attach_embeddings(pipe, [d for d in (folders.folder("embeddings") if folders else None, embeddings_dir) if d],
-                       width=int(manifest.get("text_width", 0)))
+                       widths=backend_impl.text_widths)
     return pipe
 
 
@@ -273,10 +273,12 @@ _EMBEDDING_KEYS = {"sd2": {"text_encoder": "clip_h"}, "sdxl-refiner": {"text_enc
 _SDXL_KEYS = {"text_encoder": "clip_l", "text_encoder_2": "clip_g"}
 
 
-def _attach_embeddings(pipe, folders: list[str], width: int | None = None) -> None:
+def _attach_embeddings(pipe, folders: list[str], widths: dict | None = None) -> None:
     """Textual inversions from `folders`, found in prompts by file name (A1111), one database per
     text encoder (SDXL's hold its clip_l / clip_g vectors). Files for another model family or
-    unreadable ones are skipped and listed in ``pipe.embeddings.skipped``."""
+    unreadable ones are skipped and listed in ``pipe.embeddings.skipped``. `widths`: the embedding
+    width per text encoder component where there are no modules to ask (exported backends); an
+    encoder with neither was not exported and gets no database."""
     from .loaders.embeddings import EmbeddingDatabase
     from .models.architectures import is_sdxl
 
@@ -286,7 +288,9 @@ def _attach_embeddings(pipe, folders: list[str], width: int | None = None) -> No
     databases = {}
     for component, key in keys.items():
         encoder = getattr(pipe, component)
-        dim = width if width and len(keys) == 1 else int(encoder.config.hidden_size)
+        if encoder is None and component not in (widths or {}):
+            continue
+        dim = int(widths[component]) if component in (widths or {}) else int(encoder.config.hidden_size)
         db = EmbeddingDatabase(pipe.tokenizer, key, dim, model_encoders=model_encoders)
         for folder in folders:
             db.load_dir(folder)

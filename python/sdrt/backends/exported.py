@@ -1,11 +1,13 @@
 """What the backends that run exported graphs (ONNX Runtime, TensorRT) share: the calling
 convention of the export specs (sdrt.export.specs), the token lookup outside the text encoder
-graph, clip skip, and the shape-range check of engines.
+graphs, clip skip, SDXL's text features and added UNet inputs, and the shape-range check of engines.
 
-The text encoder graph takes token embeddings, not ids, so textual-inversion vectors can replace
-their slots before it runs, and returns the final-layer-normed hidden state of every layer, so
-clip skip is a row index rather than a second graph. A subclass only says how one component runs
-(`_run`); everything here is the same for every exported runtime.
+The text encoder graphs take token embeddings, not ids, so textual-inversion vectors can replace
+their slots before they run. SD's returns the final-layer-normed hidden state of every layer, so
+clip skip is a row index rather than a second graph; SDXL's return the penultimate layer's states
+(and text_encoder_2 its pooled projection, at the position this side computes from the ids). A
+subclass only says how one component runs (`_run_outputs`); everything here is the same for every
+exported runtime.
 """
 from __future__ import annotations
 
@@ -21,13 +23,15 @@ Shape = tuple[int, ...]
 Profile = dict[str, tuple[Shape, Shape, Shape]]  # input -> (min, opt, max)
 
 
-def load_token_embedding(folder: str, device: torch.device | str = "cpu") -> Optional[torch.Tensor]:
-    """The text encoder's token-embedding table the exporter saved beside its graph, or None when
-    the export has no text encoder."""
-    path = os.path.join(folder, "text_encoder", "token_embedding.npy")
-    if not os.path.isfile(path):
-        return None
-    return torch.from_numpy(np.load(path)).to(device)
+def load_token_embeddings(folder: str, components, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Each exported text encoder's token-embedding table, saved by the exporter beside its graph
+    (<component>/token_embedding.npy), for those of `components` that have one."""
+    tables = {}
+    for name in components:
+        path = os.path.join(folder, name, "token_embedding.npy")
+        if os.path.isfile(path):
+            tables[name] = torch.from_numpy(np.load(path)).to(device)
+    return tables
 
 
 def timestep_per_row(timestep: torch.Tensor, batch: int) -> torch.Tensor:
@@ -50,43 +54,107 @@ def check_in_profile(profile: Profile, shapes: Mapping[str, Shape], *, engine: s
 
 class ExportedBackend:
     """The Backend contract over exported component graphs. Subclasses set `name`, `manifest`
-    (with "text_layers" when a text encoder was exported) and `token_embedding` (a torch table,
-    or None), and implement `_run`."""
+    (with "text_layers" when SD's text encoder was exported) and `token_embeddings` (component ->
+    torch table), and implement `_run_outputs`."""
 
     name = "exported"
-    # fixed graphs: no torch modules to patch, no inputs beyond the export specs'
+    # fixed graphs: no torch modules to patch, no inputs beyond the export specs' (an SDXL export's
+    # UNet takes its added conditions, the only extras accepted: see unet_forward)
     capabilities = BackendCapabilities(patchable_weights=False, extra_unet_inputs=False, devices=("cpu", "cuda"))
     manifest: dict
-    token_embedding: Optional[torch.Tensor] = None
+    token_embeddings: dict[str, torch.Tensor] = {}
+
+    def _run_outputs(self, component: str, like: torch.Tensor, **inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Run `component` on `inputs` (named as in the export specs); every output as float32 on
+        `like`'s device."""
+        raise NotImplementedError
 
     def _run(self, component: str, like: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
-        """Run `component` on `inputs` (named as in the export specs); the first output as float32
-        on `like`'s device."""
-        raise NotImplementedError
+        return self._run_outputs(component, like, **inputs)[0]
+
+    @property
+    def token_embedding(self) -> Optional[torch.Tensor]:
+        """text_encoder's table (SD's only text encoder), or None."""
+        return self.token_embeddings.get("text_encoder")
+
+    @property
+    def text_widths(self) -> dict[str, int]:
+        """Each exported text encoder's embedding width: what its textual-inversion vectors must have."""
+        return {name: int(table.shape[1]) for name, table in self.token_embeddings.items()}
 
     def _missing(self, component: str, present) -> ValueError:
         return ValueError(f"{getattr(self, 'folder', 'this export')}: this export has no {component} "
                           f"(exported: {', '.join(present)})")
 
+    def _inputs_of(self, component: str) -> set[str]:
+        """The input names of an exported component (ONNX manifests list them; engine folders of
+        older exports only have them as their profile's keys)."""
+        entry = self.manifest.get("components", {}).get(component, {})
+        return set(entry.get("inputs") or entry.get("profile") or ())
+
     def unet_forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                      extras: Optional[dict] = None) -> torch.Tensor:
+        """`extras` may hold only SDXL's ``added_cond_kwargs`` (text_embeds, time_ids), and only
+        for an export whose UNet takes them; anything else is refused (a fixed graph)."""
+        extras = dict(extras or {})
+        added = extras.pop("added_cond_kwargs", None)
         refuse_extras(self.name, extras)
         return self._run("unet", x, sample=x, timestep=timestep_per_row(timestep, x.shape[0]),
-                         encoder_hidden_states=context)
+                         encoder_hidden_states=context, **self._added_inputs(added))
+
+    def _added_inputs(self, added: Optional[dict]) -> dict:
+        """SDXL's added conditions as the UNet graph's text_embeds / time_ids inputs (none when the
+        export has no UNet: running it says so)."""
+        if "unet" not in self.manifest.get("components", {}):
+            return {}
+        if "text_embeds" not in self._inputs_of("unet"):
+            refuse_extras(self.name, None if added is None else {"added_cond_kwargs": added})
+            return {}
+        if not isinstance(added, dict) or set(added) != {"text_embeds", "time_ids"}:
+            got = ", ".join(sorted(added)) if isinstance(added, dict) else repr(added)
+            raise ValueError(f"extras: this SDXL export's UNet needs added_cond_kwargs with exactly text_embeds and "
+                             f"time_ids (got {got})")
+        return {"text_embeds": added["text_embeds"], "time_ids": added["time_ids"]}
+
+    def _embed(self, component: str, ids: torch.Tensor, embeddings) -> torch.Tensor:
+        """The token lookup the graph leaves out; textual-inversion vectors replace their slots."""
+        table = self.token_embeddings.get(component)
+        if table is None:
+            raise self._missing(component, self.manifest.get("components", {}))
+        embeds = table[ids.to(table.device)].float()
+        for row, slots in enumerate(embeddings or []):
+            for slot in slots:
+                embeds[row, slot.offset:slot.offset + slot.vectors.shape[0]] = slot.vectors.to(embeds)
+        return embeds
 
     def encode_text(self, ids: torch.Tensor, clip_skip: int = 1, embeddings=None) -> torch.Tensor:
         """Token ids -> hidden states: the token lookup here (textual-inversion vectors replace their
         slots), the transformer in the graph, clip skip N = layer L - N of its per-layer output."""
-        if self.token_embedding is None:
-            raise self._missing("text_encoder", self.manifest.get("components", {}))
+        embeds = self._embed("text_encoder", ids, embeddings)
+        if self.manifest.get("text_layers") is None:
+            raise ValueError(f"{getattr(self, 'folder', 'this export')}: an SDXL export; its text encoders give "
+                             "SDXL's features (encode_text_sdxl), not every layer for clip skip")
         layers = int(self.manifest["text_layers"])
         if not 1 <= clip_skip <= layers:
             raise ValueError(f"clip_skip={clip_skip}; this text encoder has {layers} layers")
-        embeds = self.token_embedding[ids.to(self.token_embedding.device)].float()
-        for row, slots in enumerate(embeddings or []):
-            for slot in slots:
-                embeds[row, slot.offset:slot.offset + slot.vectors.shape[0]] = slot.vectors.to(embeds)
         return self._run("text_encoder", ids, inputs_embeds=embeds)[layers - clip_skip]
+
+    def encode_text_sdxl(self, ids: torch.Tensor, component: str = "text_encoder",
+                         embeddings=None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """SDXL's features of one exported text encoder, as TorchBackend.encode_text_sdxl gives them:
+        the penultimate hidden states (no final layer norm) and, for "text_encoder_2", the projected
+        pooled output. It pools at OpenCLIP's position, the argmax of the ids (the first end-of-text
+        token, the highest id: transformers' pooling for SDXL's configs too)."""
+        if component not in ("text_encoder", "text_encoder_2"):
+            raise ValueError(f"component={component!r}; valid: text_encoder, text_encoder_2")
+        embeds = self._embed(component, ids, embeddings)
+        if self.manifest.get("text_layers") is not None:
+            raise ValueError(f"{getattr(self, 'folder', 'this export')}: an SD export; its text encoder gives "
+                             "every layer for clip skip (encode_text), not SDXL's features")
+        if "eos_index" not in self._inputs_of(component):
+            return self._run(component, ids, inputs_embeds=embeds), None
+        hidden, pooled = self._run_outputs(component, ids, inputs_embeds=embeds, eos_index=ids.argmax(dim=-1))
+        return hidden, pooled
 
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self._run("vae_decoder", latents, latent=latents)

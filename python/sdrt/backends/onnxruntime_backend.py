@@ -1,9 +1,10 @@
 """The ONNX Runtime backend: the components of an ``sdrt export --to onnx`` folder in ORT sessions.
 
 Inputs may be torch tensors anywhere; results come back as float32 torch tensors on the device of
-the call's main input. The calling convention (I/O names, token lookup, clip skip) is the export
-specs', shared with the TensorRT backend in backends/exported.py. Execution providers: CUDA /
-TensorRT when the installed onnxruntime has them and `device` asks for CUDA, else CPU.
+the call's main input. The calling convention (I/O names, token lookup, clip skip, SDXL's text
+features and added UNet inputs) is the export specs', shared with the TensorRT backend in
+backends/exported.py. Execution providers: CUDA / TensorRT when the installed onnxruntime has
+them and `device` asks for CUDA, else CPU.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 
 from . import manifests
 from .base import BackendCapabilities
-from .exported import ExportedBackend, load_token_embedding
+from .exported import ExportedBackend, load_token_embeddings
 
 MANIFEST = manifests.ONNX
 
@@ -56,12 +57,15 @@ class OnnxRuntimeBackend(ExportedBackend):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{folder}: component {name} is missing ({component['file']})")
             self.sessions[name] = ort.InferenceSession(path, options, providers=self.providers)
-        self.token_embedding = load_token_embedding(folder) if "text_encoder" in self.sessions else None
+        # text_encoder, and SDXL's text_encoder_2
+        self.token_embeddings = load_token_embeddings(folder, self.sessions)
 
-    def _run(self, component: str, like: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+    def _run_outputs(self, component: str, like: torch.Tensor, **inputs: torch.Tensor) -> list[torch.Tensor]:
         session = self.sessions.get(component)
         if session is None:
             raise self._missing(component, self.sessions)
-        feed = {name: value.detach().to("cpu", torch.float32).numpy() for name, value in inputs.items()}
-        out = session.run(None, feed)[0]
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(like.device)
+        # the graphs' inputs are float32 (fp16 exports keep fp32 I/O) but for int64 positions
+        feed = {name: value.detach().to("cpu", torch.float32 if value.is_floating_point() else torch.int64).numpy()
+                for name, value in inputs.items()}
+        return [torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(like.device)
+                for out in session.run(None, feed)]

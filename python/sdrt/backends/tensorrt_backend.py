@@ -16,7 +16,7 @@ import torch
 
 from . import manifests
 from .base import BackendCapabilities
-from .exported import ExportedBackend, check_in_profile, load_token_embedding
+from .exported import ExportedBackend, check_in_profile, load_token_embeddings
 
 MANIFEST = manifests.TENSORRT
 
@@ -105,15 +105,15 @@ class TensorRTBackend(ExportedBackend):
         self.device = torch.device(device)
         self.engines = {name: _Engine(os.path.join(folder, c["engine"]), _profile(c["profile"]), self.device,
                                       use_cuda_graphs) for name, c in self.manifest["components"].items()}
-        self.token_embedding = load_token_embedding(folder, self.device) if "text_encoder" in self.engines else None
+        self.token_embeddings = load_token_embeddings(folder, self.engines, self.device)
 
-    def _run(self, component: str, like: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+    def _run_outputs(self, component: str, like: torch.Tensor, **inputs: torch.Tensor) -> list[torch.Tensor]:
         engine: Optional[_Engine] = self.engines.get(component)
         if engine is None:
             raise self._missing(component, self.engines)
         outputs = self.manifest["components"][component]["outputs"]
         feed = {k: v.to(self.device) for k, v in inputs.items()}
-        return engine(feed, outputs)[0].to(like.device, torch.float32, copy=True)
+        return [out.to(like.device, torch.float32, copy=True) for out in engine(feed, outputs)]
 
 
 def _profile(stored: dict) -> dict:
