@@ -213,7 +213,7 @@ def _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embe
     backend_impl = TorchBackend(unet, parts.get("text_encoder"), vae_model, text_encoder_2=parts.get("text_encoder_2"),
                                 device=device, dtype=dtype)
     pipe = Pipeline(backend_impl, get_tokenizer(), model_sigmas, info, **pipeline_options)
-    pipe.model_folders = folders
+    pipe.model_folders, pipe.source = folders, os.path.realpath(path)
     folders_embeddings = folders.folder("embeddings") if folders is not None else None
     _attach_embeddings(pipe, [d for d in (folders_embeddings, embeddings_dir) if d])
     return pipe
@@ -242,16 +242,26 @@ def _load_exported(backend: str, folder: str, device: str, pipeline_options: dic
     info = ModelInfo(**backend_impl.manifest["model"])
     sigmas = torch.tensor(backend_impl.manifest["model_sigmas"], dtype=torch.float64)
     pipe = Pipeline(backend_impl, get_tokenizer(), sigmas, info, **pipeline_options)
-    pipe.model_folders = folders
+    pipe.model_folders, pipe.source = folders, os.path.realpath(folder)
     # no text encoder modules here: each encoder's embedding width is its exported token table's
     _attach_embeddings(pipe, [d for d in (folders.folder("embeddings") if folders else None, embeddings_dir) if d],
                        widths=backend_impl.text_widths)
     return pipe
 
 
+def model_source(model: str, models_dir: str | None = None) -> str:
+    """The real path sdrt.load reads for `model` (a shipped name, a path, or a checkpoint name in
+    the model folders): what tells two names of one model apart from two models."""
+    path = _by_name(model_folders(models_dir), "checkpoints", model)
+    path = toy_model_path(path) if path in SHIPPED_MODELS else os.path.expanduser(str(path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model {model!r}: no such file or folder ({path})")
+    return os.path.realpath(path)
+
+
 def _by_name(folders, kind: str, name: str) -> str:
-    """A path as given when it exists (or "toy"), else a name inside the model folders."""
-    if name == "toy" or os.path.exists(os.path.expanduser(str(name))) or folders is None:
+    """A path as given when it exists (or a shipped model's name), else a name inside the model folders."""
+    if name in SHIPPED_MODELS or os.path.exists(os.path.expanduser(str(name))) or folders is None:
         return name
     return folders.resolve(kind, name)
 
@@ -295,7 +305,19 @@ def _attach_embeddings(pipe, folders: list[str], widths: dict | None = None) -> 
         for folder in folders:
             db.load_dir(folder)
         databases[component] = db
+    _keep_common(databases)
     pipe.use_embeddings(databases)
+
+
+def _keep_common(databases: dict) -> None:
+    """SDXL's encoders must agree on every embedding (each takes its own vectors at the same
+    places): one that only some databases accepted is taken out of all, with the reason."""
+    if len(databases) < 2:
+        return
+    common = set.intersection(*(set(db.names()) for db in databases.values()))
+    for db in databases.values():
+        for name in set(db.names()) - common:
+            db.remove(name, "its vectors fit only some of the model's text encoders")
 
 
 def _check_prediction_type(model: str, scheduler_config: dict) -> None:

@@ -173,15 +173,20 @@ def test_hires_fields_are_txt2img_only(pipe):
                                          "Latent (bicubic antialiased)", "Latent (nearest)", "Latent (nearest-exact)"}
 
 
-def test_hires_checkpoint_by_name_is_loaded_once_and_kept():
+def test_hires_checkpoint_by_name_is_loaded_once_and_kept(tmp_path):
+    import shutil
+
     import sdrt
 
     pipe = sdrt.load("toy")
+    copy = str(tmp_path / "toy_copy")
+    shutil.copytree(sdrt.loading.toy_model_path(), copy)
     params = dict(seed=3, steps=4, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2, denoising_strength=0.5,
-                  hr_checkpoint_name="toy")
+                  hr_checkpoint_name=copy)
     first = pipe.txt2img("a red circle", **params)
-    kept = pipe.companion("toy")
+    kept = pipe.companion(copy)
     second = pipe.txt2img("a red circle", **params)
-    assert pipe.companion("toy") is kept and kept is not pipe
-    assert "Hires checkpoint: toy" in first.infotexts[0]
+    assert pipe.companion(copy) is kept and kept is not pipe
+    assert pipe.companion("toy") is pipe  # its own model: no second copy
+    assert "Hires checkpoint: toy_copy" in first.infotexts[0]
     assert np.array_equal(np.asarray(first.images[0]), np.asarray(second.images[0]))

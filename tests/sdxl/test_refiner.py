@@ -43,14 +43,48 @@ def test_euler_hand_off_matches_diffusers_denoising_end_and_start(base, tiny_sdx
     assert np.abs(plain - image).max() > 1  # the refiner changed the picture beyond the parity tolerance
 
 
+@pytest.fixture(scope="module")
+def twin(tiny_sdxl, tmp_path_factory):
+    """The same model under another path: an identical second model to switch to."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("twin") / "tiny-sdxl-twin"
+    shutil.copytree(tiny_sdxl[0], folder)
+    return str(folder)
+
+
 @pytest.mark.parametrize("sampler", ["DPM++ 2M", "Euler a"])
-def test_switching_to_an_identical_model_or_at_1_changes_nothing(base, tiny_sdxl, sampler):
+def test_switching_to_an_identical_model_or_at_1_changes_nothing(base, twin, sampler):
     alone = run(base, sampler_name=sampler)
-    same = run(base, sampler_name=sampler, refiner_checkpoint=tiny_sdxl[0], refiner_switch_at=0.5)
-    never = run(base, sampler_name=sampler, refiner_checkpoint=tiny_sdxl[0], refiner_switch_at=1.0)
+    same = run(base, sampler_name=sampler, refiner_checkpoint=twin, refiner_switch_at=0.5)
+    never = run(base, sampler_name=sampler, refiner_checkpoint=twin, refiner_switch_at=1.0)
     assert np.array_equal(np.asarray(alone.images[0]), np.asarray(same.images[0]))
     assert np.array_equal(np.asarray(alone.images[0]), np.asarray(never.images[0]))
-    assert "Refiner switch at: 0.5" in same.infotexts[0] and "Refiner" not in never.infotexts[0]
+    assert "Refiner: tiny-sdxl-twin, Refiner switch at: 0.5" in same.infotexts[0]
+    assert "Refiner" not in never.infotexts[0]
+
+
+def test_the_model_itself_as_refiner_is_no_switch(base, tiny_sdxl):
+    """A1111: a refiner that is the loaded model switches nothing and writes nothing."""
+    result = run(base, refiner_checkpoint=tiny_sdxl[0], refiner_switch_at=0.5)
+    assert "Refiner" not in result.infotexts[0]
+    assert base.companion(tiny_sdxl[0]) is base
+
+
+def test_with_the_hires_fix_the_refiner_runs_in_the_hires_pass(base, tiny_refiner):
+    calls = {"base": 0, "refiner": 0}
+    refiner = base.companion(tiny_refiner[0])
+    hooks = [base.unet.register_forward_hook(lambda *a: calls.__setitem__("base", calls["base"] + 1)),
+             refiner.unet.register_forward_hook(lambda *a: calls.__setitem__("refiner", calls["refiner"] + 1))]
+    try:
+        result = run(base, steps=4, enable_hr=True, hr_scale=2.0, hr_second_pass_steps=4, denoising_strength=0.6,
+                     refiner_checkpoint=tiny_refiner[0], refiner_switch_at=0.5)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert result.images[0].size == (128, 128)
+    assert calls["base"] > 4 and calls["refiner"] > 0  # the first pass (4 calls) all on the base
+    assert "Refiner switch at: 0.5" in result.infotexts[0]
 
 
 def test_refiner_with_another_latent_space_is_refused(base):

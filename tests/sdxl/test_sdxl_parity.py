@@ -142,3 +142,12 @@ def test_and_sub_prompts_each_bring_their_pooled_vector(pipes):
                                                     conds[0].uncond.pooled_at(0)]))
     image = ours.txt2img("a red cat AND a blue dog :0.5", seed=3, steps=4).images[0]
     assert np.asarray(image).std() > 1
+
+
+def test_the_empty_negative_is_zeroed_per_image(pipes):
+    ours, _ = pipes
+    job = ours.prepare(sdrt.pipelines.GenerationParams(prompt="a cat", negative_prompt=["", "fog"], batch_size=2)
+                       .sized(64), sdrt.pipelines.hooks.JobHooks())
+    conds = ours.condition(job)
+    assert torch.count_nonzero(conds[0].uncond.at(0)) == 0 and torch.count_nonzero(conds[0].uncond.pooled_at(0)) == 0
+    assert torch.count_nonzero(conds[1].uncond.at(0)) > 0

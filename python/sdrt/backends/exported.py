@@ -157,7 +157,13 @@ class ExportedBackend:
         return hidden, pooled
 
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self._run("vae_decoder", latents, latent=latents)
+        """Unscaled latents -> images. A fixed graph cannot fall back to fp32 as the torch backend
+        does, so a decode that is not finite (SDXL's VAE in fp16) is an error saying what to do."""
+        images = self._run("vae_decoder", latents, latent=latents)
+        if not torch.isfinite(images).all():
+            raise FloatingPointError(f"{getattr(self, 'folder', 'this export')}: the VAE decoder gave non-finite values "
+                                     "(SDXL's VAE overflows in fp16); export with the fp16-fix VAE (--vae) or in fp32")
+        return images
 
     def vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
         return self._run("vae_encoder", pixels, image=pixels)

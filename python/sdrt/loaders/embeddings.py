@@ -204,6 +204,13 @@ class EmbeddingDatabase:
         self.skipped.pop(where, None)
         return True
 
+    def remove(self, name: str, reason: str) -> None:
+        """Take `name` out, recording `reason` in ``skipped``."""
+        embedding = self.embeddings.pop(name)
+        self._unregister(embedding)
+        where = embedding.path or embedding.name
+        self.skipped[where] = f"{where}: {reason}"
+
     def load_dir(self, folder: str | os.PathLike) -> list[Embedding]:
         """Load every .pt/.safetensors/.bin under `folder` (recursively, in sorted order); a file
         that fails to load is recorded in ``skipped`` and passed over. Returns those added."""

@@ -135,6 +135,7 @@ def generate_hires(pipe, p: GenerationParams, hooks: JobHooks):
     hr_pipe = _hires_pipeline(pipe, p, hooks)
     plan = plan_hires(p, pipe.upscalers)
     first, second = pipe.prepare(plan.first, hooks), hr_pipe.prepare(plan.second, hooks)
+    second.hires_of, second.size_ids = (plan.first.steps, plan.run_steps), plan.upscale_to
     if hr_pipe is pipe and second.lora_tags != first.lora_tags:
         raise ParamError("hr_prompt", "hr_prompt: its <lora:...> tags differ from the prompt's; on one model the "
                                       "hires pass keeps the prompt's LoRAs")
@@ -147,7 +148,7 @@ def generate_hires(pipe, p: GenerationParams, hooks: JobHooks):
         for patch in patches + hr_patches:
             first.infotext.update(patch.infotext)
         passes = _Passes(pipe, first, pipe.condition(first), hr_pipe, second,
-                         hr_pipe.condition(second, hires_of=(plan.first.steps, plan.run_steps)))
+                         hr_pipe.condition(second))
         first.infotext.update({k: v for k, v in second.infotext.items() if k not in first.infotext})
         return _run(passes, plan, hooks)
 
@@ -185,6 +186,8 @@ def _run(passes: _Passes, plan: HiresPlan, hooks: JobHooks):
             hr_start = hires_start(pipe, passes.hr_pipe, plan, second, low)
             if stop is None:  # a skipped first pass ends with its upscale, as A1111's does
                 latents, stop = passes.hr_pipe.sample(second, batch, hr_start, passes.hr_conds, _pass_hooks(hooks, 1))
+                # entries the hires pass adds while sampling (the refiner's, at its switch)
+                first.infotext.update({k: v for k, v in second.infotext.items() if k not in first.infotext})
             else:
                 latents = hr_start.latents
             images = passes.hr_pipe.decode(latents, second.policy)

@@ -39,6 +39,10 @@ class Job:
     latent_shape: tuple[int, int, int]
     policy: BatchPolicy
     infotext: dict = field(default_factory=dict)  # extra infotext entries the stages add, in order
+    # a hires pass: (first-pass steps, hires steps) for prompt editing's hires form, and the size
+    # A1111 conditions SDXL on (hr_upscale_to, before the aspect cut); None: a plain job
+    hires_of: Optional[tuple[int, int]] = None
+    size_ids: Optional[tuple[int, int]] = None
 
     def batches(self) -> Iterator[Batch]:
         n = self.params.batch_size

@@ -8,6 +8,7 @@ build a GenerationParams; features plug in through JobHooks.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -95,6 +96,7 @@ class Pipeline:
         self._upscalers = None
         self.networks = Networks(self)
         self.load_options: dict | None = None  # sdrt.load's arguments, for companion models
+        self.source: str | None = None         # the model's real path (sdrt.load sets it)
         self._companions: dict = {}
 
     @property
@@ -217,10 +219,11 @@ class Pipeline:
         return ([lora] if lora is not None else []) + list(hooks.patches)
 
     def condition(self, job: Job, hires_of: tuple[int, int] | None = None) -> list:
-        """The condition stage: every image's conds and uncond over the steps. `hires_of`: (first-pass
-        steps, hires steps) for a hires pass (prompt editing's A1111 hires form). SDXL zeroes an
-        all-empty negative (A1111, diffusers' force_zeros_for_empty_prompt)."""
+        """The condition stage: every image's conds and uncond over the steps. `hires_of` (default
+        the job's): (first-pass steps, hires steps) for a hires pass (prompt editing's A1111 hires
+        form). SDXL zeroes an empty negative (A1111, diffusers' force_zeros_for_empty_prompt)."""
         used: set[str] = set()
+        hires_of = hires_of or job.hires_of
         steps = hires_of[0] if hires_of else job.params.steps
         conds = conditioning_for_batch(job.prompts, job.negatives, steps, self._text_encoder_for(job, used),
                                        hires_steps=hires_of[1] if hires_of else None,
@@ -247,7 +250,8 @@ class Pipeline:
         and size ids), as extra inputs ahead of the hooks'."""
         if not self.info.added_time_ids:
             return []
-        return [SDXLAddedInputs.for_job(conds, self.info.added_time_ids, job.params.width, job.params.height)]
+        width, height = job.size_ids or (job.params.width, job.params.height)
+        return [SDXLAddedInputs.for_job(conds, self.info.added_time_ids, width, height)]
 
     def noise_start(self, job: Job) -> StartPoint:
         """Where a txt2img batch starts: noise (and an inpainting UNet's "everything masked" input)."""
@@ -313,7 +317,8 @@ class Pipeline:
         """Guidance over this model for one batch. own_model: the job was prepared on another model
         (a refiner taking over): the sampler's view of this one's UNet replaces the job's."""
         inner = job.sampler.model_denoiser(self.denoiser) if own_model else job.denoiser
-        return CFGDenoiser(inner, conds, job.params.cfg_scale, image_cond=start.image_cond, init_latent=kept,
+        image_cond = start.image_cond if self.info.image_cond_channels else None  # a plain refiner: none
+        return CFGDenoiser(inner, conds, job.params.cfg_scale, image_cond=image_cond, init_latent=kept,
                            keep_mask=start.keep, should_stop=hooks.should_stop, should_skip=hooks.should_skip,
                            policy=job.policy, extra_inputs=self.model_inputs(job, conds) + list(hooks.extra_inputs))
 
@@ -323,7 +328,12 @@ class Pipeline:
         if not p.refiner_checkpoint or p.refiner_switch_at >= 1.0:
             return None
         refiner = hooks.refiner_pipeline or self.companion(p.refiner_checkpoint, "refiner_checkpoint")
+        if refiner is self:  # A1111: the refiner is the loaded model, nothing to switch to
+            return None
         mine, theirs = self.info, refiner.info
+        if theirs.image_cond_channels and theirs.image_cond_channels != mine.image_cond_channels:
+            raise ParamError("refiner_checkpoint", f"refiner_checkpoint={p.refiner_checkpoint!r}: an inpainting "
+                             "refiner needs an inpainting model before it")
         if (mine.latent_channels, mine.scaling_factor) != (theirs.latent_channels, theirs.scaling_factor):
             raise ParamError("refiner_checkpoint", f"refiner_checkpoint={p.refiner_checkpoint!r}: its latent space "
                              f"({theirs.latent_channels} channels, scaling factor {theirs.scaling_factor}) differs from "
@@ -332,18 +342,24 @@ class Pipeline:
 
     def companion(self, name: str, field: str = "model"):
         """Another model named in a job (a refiner, a hires checkpoint), loaded with this model's
-        load options (backend, device, dtype, model folders) the first time and kept."""
-        if name not in self._companions:
-            if self.load_options is None:
-                raise ParamError(field, f"{field}={name!r}: this pipeline was not made by sdrt.load; pass the loaded "
-                                        "model in JobHooks")
-            from ..loading import load
+        load options (backend, device, dtype, model folders) the first time and kept, keyed by its
+        file and modification time; this pipeline itself when the name is its own model."""
+        if self.load_options is None:
+            raise ParamError(field, f"{field}={name!r}: this pipeline was not made by sdrt.load; pass the loaded "
+                                    "model in JobHooks")
+        from ..loading import load, model_source
 
-            try:
-                self._companions[name] = load(name, **self.load_options)
-            except (OSError, ValueError) as e:
-                raise ParamError(field, f"{field}={name!r}: {e}") from e
-        return self._companions[name]
+        try:
+            source = model_source(name, self.load_options.get("models_dir"))
+            if source == self.source:
+                return self
+            key = (source, os.stat(source).st_mtime_ns)
+            if key not in self._companions:
+                self._companions = {k: v for k, v in self._companions.items() if k[0] != source}  # a changed file
+                self._companions[key] = load(source, **self.load_options)
+        except (OSError, ValueError) as e:
+            raise ParamError(field, f"{field}={name!r}: {e}") from e
+        return self._companions[key]
 
     def txt2img(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] = "", *,
                 callback: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,

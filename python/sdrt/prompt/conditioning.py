@@ -147,15 +147,21 @@ class ImageConditioning:
 def conditioning_for_batch(prompts: Sequence[str], negatives: Sequence[str], steps: int, encoder: TextBatchEncoder,
                            *, hires_steps: int | None = None, zero_empty_negatives: bool = False
                            ) -> list[ImageConditioning]:
-    """Every image's conds and uncond. zero_empty_negatives: when every negative prompt is empty
-    the uncond is zeros (A1111 / sgm for SDXL; diffusers' force_zeros_for_empty_prompt)."""
+    """Every image's conds and uncond. zero_empty_negatives: an image whose negative prompt is empty
+    (every text of its schedule "") gets zeros as its uncond (A1111's force_zero_negative_prompt,
+    decided per prompt; diffusers' force_zeros_for_empty_prompt)."""
     cache: dict = {}
-    zeros = zero_empty_negatives and all(n == "" for n in negatives)
     out = []
     for prompt, negative in zip(prompts, negatives):
         parts = split_and(prompt)
         conds = [scheduled_conditioning(text, steps, encoder, hires_steps=hires_steps, cache=cache)
                  for text, _ in parts]
         uncond = scheduled_conditioning(negative, steps, encoder, hires_steps=hires_steps, cache=cache)
-        out.append(ImageConditioning(conds, [w for _, w in parts], uncond.zeros() if zeros else uncond))
+        if zero_empty_negatives and _all_empty(negative, steps, hires_steps):
+            uncond = uncond.zeros()
+        out.append(ImageConditioning(conds, [w for _, w in parts], uncond))
     return out
+
+
+def _all_empty(prompt: str, steps: int, hires_steps: int | None) -> bool:
+    return all(text == "" for _, text in get_learned_conditioning_prompt_schedules([prompt], steps, hires_steps)[0])

@@ -106,14 +106,16 @@ def _hires_values(req, manager: ModelManager) -> dict:
 
 
 def _refiner_values(req, manager: ModelManager) -> dict:
-    """The refiner checkpoint resolved in the model folders (A1111: None, "" and "None" mean none)."""
+    """The refiner checkpoint resolved in the model folders (A1111: None, "", "None" and "none" mean
+    none). Without refiner_switch_at A1111's API switches at the first model call."""
     name = req.refiner_checkpoint
-    if name in (None, "", "None"):
+    if name in (None, "", "None", "none"):
         return {"refiner_checkpoint": None}
     try:
-        return {"refiner_checkpoint": manager.resolve_checkpoint(name, "refiner_checkpoint")[0]}
+        out = {"refiner_checkpoint": manager.resolve_checkpoint(name, "refiner_checkpoint")[0]}
     except OptionError as e:
         raise RequestError(("body", "refiner_checkpoint"), str(e)) from None
+    return out if req.refiner_switch_at is not None else {**out, "refiner_switch_at": 0.0}
 
 
 def _check_hires_budget(p: GenerationParams, manager: ModelManager, limits: Limits) -> None:

@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     ema, record = train(unet, text_encoder, text_encoder_2, dataset, steps=args.steps, batch=args.batch, lr=args.lr,
                         seed=args.seed + 2, scaling_factor=float(vae.config.scaling_factor))
     empty = tokenizer("", padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
-    used = zero_unused_token_rows(text_encoder_2, torch.cat([dataset["ids"].flatten(), empty]))
+    # id 0 too: OpenCLIP's padding after the first EOS (pad_after_eos), trained like any token
+    used = zero_unused_token_rows(text_encoder_2, torch.cat([dataset["ids"].flatten(), empty, torch.tensor([0])]))
     save_folder(args.out, ema, text_encoder_2, {
         "command": "python -m sdrt.toy.train_xl " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": args.seed, "dataset_size": args.dataset_size, "used_token_rows": used, "resumed_from": previous,
