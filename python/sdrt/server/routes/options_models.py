@@ -87,8 +87,8 @@ async def embeddings(server: Server):
         return {"loaded": {}, "skipped": {}}
     out = {}
     for name, emb in db.embeddings.items():
-        vectors = next(iter(emb.vectors.values()))
+        # A1111: an SDXL embedding's shape is its encoders' widths added (clip_l 768 + clip_g 1280)
         out[name] = {"step": emb.step, "sd_checkpoint": None, "sd_checkpoint_name": None,
-                     "shape": int(vectors.shape[-1]), "vectors": int(vectors.shape[0])}
+                     "shape": sum(int(v.shape[-1]) for v in emb.vectors.values()), "vectors": emb.num_vectors}
     skipped = {os.path.splitext(os.path.basename(p))[0]: {"reason": why} for p, why in db.skipped.items()}
     return {"loaded": out, "skipped": skipped}
