@@ -89,6 +89,7 @@ class GenerationParams:
     refiner_checkpoint: Optional[str] = param(None, api=ApiField(Optional[str], None, le=1000), cli=("--refiner",),
                                               help="a model (an SDXL refiner) that continues the sampling")
     refiner_switch_at: float = param(0.8, api=ApiField(Optional[float], None, 0.0, 1.0), bounds=(0.0, 1.0),
+                                     server_note="unset: the refiner from the first call (A1111)",
                                      cli=("--refiner-switch-at",),
                                      help="share of the schedule (by timestep) after which the refiner runs")
     # hires fix (txt2img): sample, upscale, sample again (A1111's names; sdrt.pipelines.hires)
