@@ -231,6 +231,26 @@ def zero_unused_token_rows(text_encoder, used_ids: torch.Tensor) -> int:
     return int(keep.sum())
 
 
+def save_fp16(out: str, modules: dict) -> None:
+    """Each module as fp16 safetensors in out/<name>/ (diffusers / transformers save_pretrained)."""
+    import diffusers
+
+    os.makedirs(out, exist_ok=True)
+    verbosity = diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()  # silence the fp16-cast notice: nothing here must stay fp32
+    try:
+        for name, module in modules.items():
+            module.to(torch.float16).save_pretrained(os.path.join(out, name), safe_serialization=True)
+    finally:
+        diffusers.utils.logging.set_verbosity(verbosity)
+
+
+def cpu_machine() -> dict:
+    """What a CPU training record says about the machine."""
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "device": "cpu"}
+
+
 def save_folder(out: str, vae, text_encoder, unet, record: dict) -> None:
     """A diffusers StableDiffusionPipeline folder, weights in fp16 safetensors.
 
@@ -240,15 +260,7 @@ def save_folder(out: str, vae, text_encoder, unet, record: dict) -> None:
     import diffusers
     from diffusers import EulerDiscreteScheduler
 
-    os.makedirs(out, exist_ok=True)
-    verbosity = diffusers.utils.logging.get_verbosity()
-    diffusers.utils.logging.set_verbosity_error()  # silence the fp16-cast notice: nothing here must stay fp32
-    try:
-        vae.to(torch.float16).save_pretrained(os.path.join(out, "vae"), safe_serialization=True)
-        text_encoder.to(torch.float16).save_pretrained(os.path.join(out, "text_encoder"), safe_serialization=True)
-        unet.to(torch.float16).save_pretrained(os.path.join(out, "unet"), safe_serialization=True)
-    finally:
-        diffusers.utils.logging.set_verbosity(verbosity)
+    save_fp16(out, {"vae": vae, "text_encoder": text_encoder, "unet": unet})
     EulerDiscreteScheduler(**toy_config.SCHEDULER_CONFIG).save_pretrained(os.path.join(out, "scheduler"))
     index = {
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,

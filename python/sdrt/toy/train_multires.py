@@ -15,7 +15,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import sys
 import time
 
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 
 from ..models import toy as toy_config
 from . import data
-from .train import Progress, encode_dataset, lr_at, save_folder, step_with_ema
+from .train import Progress, cpu_machine, encode_dataset, lr_at, save_folder, step_with_ema
 
 SIZES = (64, 128)
 
@@ -112,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m sdrt.toy.train_multires " + " ".join(argv if argv is not None else sys.argv[1:]),
         "pool_sizes": {"64": args.pool[0], "128": args.pool[1]}, "resumed_from": previous,
         "multires_finetune": record, "total_seconds": round(time.perf_counter() - started, 1),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "device": "cpu"}})
+        "machine": cpu_machine()})
     print(f"wrote {args.out} in {time.perf_counter() - started:.0f}s")
     return 0
 

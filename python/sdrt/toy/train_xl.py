@@ -17,7 +17,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import sys
 import time
 
@@ -27,7 +26,8 @@ import torch.nn.functional as F
 from ..models import toy as toy_config
 from ..models import toy_xl
 from ..models.sdxl_text import pad_after_eos, penultimate_and_pooled
-from .train import ImagePool, Progress, encode_dataset, lr_at, step_with_ema, zero_unused_token_rows
+from .train import (ImagePool, Progress, cpu_machine, encode_dataset, lr_at, save_fp16, step_with_ema,
+                    zero_unused_token_rows)
 
 SHARED = {"text_encoder": "text_encoder", "vae": "vae"}  # taken from the toy model's folder
 
@@ -87,14 +87,7 @@ def save_folder(out: str, unet, text_encoder_2, record: dict) -> None:
     import diffusers
     from diffusers import EulerDiscreteScheduler
 
-    os.makedirs(out, exist_ok=True)
-    verbosity = diffusers.utils.logging.get_verbosity()
-    diffusers.utils.logging.set_verbosity_error()
-    try:
-        unet.to(torch.float16).save_pretrained(os.path.join(out, "unet"), safe_serialization=True)
-        text_encoder_2.to(torch.float16).save_pretrained(os.path.join(out, "text_encoder_2"), safe_serialization=True)
-    finally:
-        diffusers.utils.logging.set_verbosity(verbosity)
+    save_fp16(out, {"unet": unet, "text_encoder_2": text_encoder_2})
     EulerDiscreteScheduler(**toy_config.SCHEDULER_CONFIG).save_pretrained(os.path.join(out, "scheduler"))
     index = {
         "_class_name": "StableDiffusionXLPipeline", "_diffusers_version": diffusers.__version__,
@@ -155,9 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m sdrt.toy.train_xl " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": args.seed, "dataset_size": args.dataset_size, "used_token_rows": used, "resumed_from": previous,
         "scaling_factor": float(vae.config.scaling_factor), "unet_and_text_encoder_2": record,
-        "total_seconds": round(time.perf_counter() - started, 1),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "device": "cpu"}})
+        "total_seconds": round(time.perf_counter() - started, 1), "machine": cpu_machine()})
     print(f"wrote {args.out} in {time.perf_counter() - started:.0f}s")
     return 0
 
