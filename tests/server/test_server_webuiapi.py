@@ -171,3 +171,21 @@ def test_hires_fix_and_extras(api):
     assert up.info == "<p>Postprocess upscale by: 1.5, Postprocess upscaler: Lanczos</p>"
     bad = api.session.post(f"{api.baseurl}/extra-single-image", json={"image": "", "upscaler_1": "Nope"})
     assert bad.status_code == 422 and "upscaler_1" in bad.text
+
+
+def test_toy_xl_with_a_refiner(server):
+    """An SDXL model through the API (override_settings) with a refiner: the toy, which shares
+    toy-XL's latent space, takes over at 0.8."""
+    assert [m["title"] for m in server.get("sd-models").json()][:2] == ["toy", "toy-xl"]
+    body = {"prompt": PROMPT, "steps": 20, "sampler_name": "DPM++ 2M", "scheduler": "Karras", "cfg_scale": 5,
+            "seed": 3, "width": 64, "height": 64, "override_settings": {"sd_model_checkpoint": "toy-xl"},
+            "refiner_checkpoint": "toy", "refiner_switch_at": 0.8}
+    r = server.post("txt2img", body)
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert "Model: toy-xl" in info["infotexts"][0] and "Refiner: toy, Refiner switch at: 0.8" in info["infotexts"][0]
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).convert("RGB"))
+    checks = scorer.check(image, RED_CIRCLE, "white")
+    assert checks["colour"] and checks["position"], checks
+    bad = server.post("txt2img", {**body, "refiner_checkpoint": "nope"})
+    assert bad.status_code == 422 and "refiner_checkpoint" in bad.text
