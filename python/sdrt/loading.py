@@ -187,7 +187,7 @@ def _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embe
         family = family_of(int(parts["unet"].config.block_out_channels[0]), int(first.config.hidden_size),
                            text_encoders=[k for k in parts if k.startswith("text_encoder")])
         model_hash = None
-        name = model if model in SHIPPED_MODELS else os.path.basename(os.path.normpath(path))
+        name = _shipped_name(path) or os.path.basename(os.path.normpath(path))
     unet, vae_model = parts["unet"], parts["vae"]
     model_sigmas = discrete_sigmas(betas_from_config(scheduler_config))
     info = ModelInfo(name=name, scaling_factor=float(vae_model.config.scaling_factor),
@@ -247,6 +247,13 @@ def _load_exported(backend: str, folder: str, device: str, pipeline_options: dic
     _attach_embeddings(pipe, [d for d in (folders.folder("embeddings") if folders else None, embeddings_dir) if d],
                        widths=backend_impl.text_widths)
     return pipe
+
+
+def _shipped_name(path: str) -> str | None:
+    """"toy" / "toy-xl" for a shipped model's folder, however it was named (a companion model is
+    loaded by its real path)."""
+    real = os.path.realpath(path)
+    return next((name for name in SHIPPED_MODELS if os.path.realpath(toy_model_path(name)) == real), None)
 
 
 def model_source(model: str, models_dir: str | None = None) -> str:

@@ -88,3 +88,13 @@ def test_toy_xl_acceptance_on_onnxruntime(toy_xl, tmp_path):
     print(f"toy-XL on ONNX Runtime: {result['accuracy']}")
     for key, minimum in floors("DPM++ 2M Karras").items():
         assert result["accuracy"][key] >= minimum, f"toy-XL ORT: {key} {result['accuracy'][key]:.1%} < {minimum:.1%}"
+
+
+def test_the_toy_refines_toy_xl_and_is_named_so(toy_xl):
+    """The toy shares toy-XL's latent space, so it can take over as a refiner (an SD1-style model
+    after an SDXL one: its own text conditioning at the switch); the infotext names it "toy"."""
+    plain = toy_xl.txt2img("a red circle in the top left", seed=2, steps=10)
+    refined = toy_xl.txt2img("a red circle in the top left", seed=2, steps=10, refiner_checkpoint="toy",
+                             refiner_switch_at=0.5)
+    assert "Refiner: toy, Refiner switch at: 0.5" in refined.infotexts[0]
+    assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(refined.images[0]))
