@@ -8,7 +8,12 @@ GPU (bench/gpu_suite.sh): 1024x1024, fp16, Euler, 20 steps. CPU: a reduced size 
 
     python bench/bench_sdxl.py --device cuda --size 1024 --steps 20 --out bench/results/sdxl-cuda.json
     python bench/bench_sdxl.py --device cpu --size 512 --steps 3 --repeats 2 --out bench/results/sdxl-cpu.json
+    python bench/bench_sdxl.py --unet-onnx --size 512 --repeats 3 --out bench/results/sdxl-unet-onnx-cpu.json
     python bench/bench_sdxl.py --tiny ...   (a tiny SDXL: checks the script, measures nothing useful)
+
+--unet-onnx: one CFG UNet step (batch 2, 77 tokens, SDXL's added inputs), torch eager fp32 against the
+same UNet exported by sdrt (TorchScript exporter, fp32) on ONNX Runtime's CPU provider, alternating.
+The export of the full-size UNet (10 GB of fp32 weights) needs about 40 GB of memory.
 """
 from __future__ import annotations
 
@@ -112,6 +117,48 @@ def run_diffusers(pipe, size: int, steps: int, sync) -> float:
     return _its(stamps)
 
 
+def unet_step_vs_onnx(modules, size: int, repeats: int) -> dict:
+    """Seconds per CFG UNet step, torch eager vs ONNX Runtime (CPU), on the same weights."""
+    import tempfile
+    import types
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from sdrt.export.onnx_export import export_component
+    from timer import time_pair
+
+    unet, _, te2, _ = modules
+    unet.register_to_config(sample_size=size // 8)  # traced at the benchmark's latent size
+    g = torch.Generator().manual_seed(0)
+    feed = {"sample": torch.randn(2, 4, size // 8, size // 8, generator=g), "timestep": torch.tensor([500.0, 500.0]),
+            "encoder_hidden_states": torch.randn(2, 77, unet.config.cross_attention_dim, generator=g),
+            "text_embeds": torch.randn(2, te2.config.projection_dim, generator=g),
+            "time_ids": torch.tensor([[size, size, 0, 0, size, size]] * 2, dtype=torch.float32)}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "unet", "model.onnx")
+        started = time.perf_counter()
+        export_component(types.SimpleNamespace(unet=unet, text_encoder_2=te2,
+                                               info=types.SimpleNamespace(added_time_ids=6)), "unet", path)
+        export_s = time.perf_counter() - started
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        numpy_feed = {k: v.numpy() for k, v in feed.items()}
+        added = {"text_embeds": feed["text_embeds"], "time_ids": feed["time_ids"]}
+
+        def eager():
+            with torch.no_grad():
+                return unet(feed["sample"], feed["timestep"], feed["encoder_hidden_states"],
+                            added_cond_kwargs=added).sample
+        got = session.run(None, numpy_feed)[0]
+        err = float(np.abs(got - eager().numpy()).max() / np.abs(got).max())
+        t_torch, t_ort = time_pair(eager, lambda: session.run(None, numpy_feed), warmup=1, repeats=repeats,
+                                   min_time_s=0.0)
+    print(f"SDXL UNet step at {size}px (CFG batch 2): torch {t_torch.median_s:.3f} s, ONNX Runtime "
+          f"{t_ort.median_s:.3f} s, ratio torch/ORT {t_torch.median_s / t_ort.median_s:.2f} (max rel. error {err:.1e})")
+    return {"torch": t_torch, "onnxruntime": t_ort, "ratio_torch_over_ort": t_torch.median_s / t_ort.median_s,
+            "max_relative_error": err, "export_seconds": export_s}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -119,11 +166,18 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--tiny", action="store_true", help="a tiny random SDXL (to check the script)")
+    p.add_argument("--unet-onnx", action="store_true", help="a UNet step: torch eager vs ONNX Runtime (CPU)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     modules = random_sdxl(args.device, dtype, args.tiny)
+    if args.unet_onnx:
+        result = unet_step_vs_onnx(modules, args.size, args.repeats)
+        if args.out:
+            write_results(args.out, {"benchmark": "sdxl unet step, torch eager vs onnxruntime cpu", "size": args.size,
+                                     "tiny": args.tiny, "results": result, "machine": machine_description()})
+        return 0
     ours, theirs = sdrt_pipeline(modules, args.device, dtype), diffusers_pipeline(modules)
     run_sdrt(ours, args.size, 2, sync), run_diffusers(theirs, args.size, 2, sync)  # warm-up
     samples = {"sdrt": [], "diffusers": []}
