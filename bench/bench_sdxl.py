@@ -71,18 +71,14 @@ def sdrt_pipeline(modules, device: str, dtype: torch.dtype):
 
 
 def diffusers_pipeline(modules):
-    import transformers
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
     from sdrt.models.architectures import SCHEDULER
     from sdrt.prompt import get_tokenizer
-    from sdrt.prompt.tokenizer import _vocab_and_merges
+    from sdrt.prompt.tokenizer import make_tokenizer
 
     unet, te1, te2, vae = modules
-    vocab, merges = _vocab_and_merges()
-    tokenizer_2 = transformers.CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, pad_token="!",
-                                             bos_token="<|startoftext|>", eos_token="<|endoftext|>",
-                                             unk_token="<|endoftext|>")
+    tokenizer_2 = make_tokenizer(pad_token="!")  # OpenCLIP's padding, as diffusers' SDXL tokenizer_2
     scheduler = EulerDiscreteScheduler(**{k: v for k, v in SCHEDULER.items() if k not in ("clip_sample", "set_alpha_to_one")})
     pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=get_tokenizer(),
                                      tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler)

@@ -27,10 +27,16 @@ def toy_model_path(name: str = "toy") -> str:
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
 
 
-def _resolve(model: str) -> str:
+def _existing_path(model: str) -> str:
+    """A shipped model's folder, or `model` as a path (~ expanded) that must exist."""
     path = toy_model_path(model) if model in SHIPPED_MODELS else os.path.expanduser(str(model))
     if not os.path.exists(path):
         raise FileNotFoundError(f"model {model!r}: no such file or folder ({path})")
+    return path
+
+
+def _resolve(model: str) -> str:
+    path = _existing_path(model)
     if os.path.isfile(path):
         if not path.lower().endswith(CHECKPOINT_EXTENSIONS):
             raise ValueError(f"model {model!r}: a single-file checkpoint must be one of "
@@ -259,11 +265,7 @@ def _shipped_name(path: str) -> str | None:
 def model_source(model: str, models_dir: str | None = None) -> str:
     """The real path sdrt.load reads for `model` (a shipped name, a path, or a checkpoint name in
     the model folders): what tells two names of one model apart from two models."""
-    path = _by_name(model_folders(models_dir), "checkpoints", model)
-    path = toy_model_path(path) if path in SHIPPED_MODELS else os.path.expanduser(str(path))
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"model {model!r}: no such file or folder ({path})")
-    return os.path.realpath(path)
+    return os.path.realpath(_existing_path(_by_name(model_folders(models_dir), "checkpoints", model)))
 
 
 def _by_name(folders, kind: str, name: str) -> str:

@@ -135,3 +135,11 @@ def test_bad_options():
         ConditioningOptions(emphasis="Loud")
     with pytest.raises(ValueError, match=r"clip_skip=0"):
         ConditioningOptions(clip_skip=0)
+
+
+def test_pad_after_eos_keeps_the_first_eos_and_pads_what_follows():
+    from sdrt.prompt.chunking import BOS, EOS, pad_after_eos
+
+    ids = torch.tensor([[BOS, 320, 2368, EOS, EOS, EOS], [BOS, 320, 2368, 539, 1125, EOS]])
+    assert pad_after_eos(ids, 0).tolist() == [[BOS, 320, 2368, EOS, 0, 0], [BOS, 320, 2368, 539, 1125, EOS]]
+    assert pad_after_eos(ids, EOS) is ids  # CLIP-L keeps its EOS padding

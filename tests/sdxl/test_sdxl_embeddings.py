@@ -8,19 +8,9 @@ from safetensors.torch import save_file
 import sdrt
 from sdrt.pipelines import GenerationParams
 from sdrt.pipelines.hooks import JobHooks
-from sdrt.prompt.tokenizer import _vocab_and_merges
+from sdrt.prompt.tokenizer import make_tokenizer
 
 from tiny_sdxl import tokenizer_2
-
-
-def fresh_tokenizer():
-    """A tokenizer diffusers may add tokens to (sdrt's own is shared and must stay unchanged)."""
-    import transformers
-
-    vocab, merges = _vocab_and_merges()
-    return transformers.CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, bos_token="<|startoftext|>",
-                                      eos_token="<|endoftext|>", unk_token="<|endoftext|>",
-                                      pad_token="<|endoftext|>")
 
 
 def test_sdxl_embedding_matches_diffusers_textual_inversion(tiny_sdxl, tmp_path):
@@ -35,7 +25,7 @@ def test_sdxl_embedding_matches_diffusers_textual_inversion(tiny_sdxl, tmp_path)
     job = pipe.prepare(GenerationParams(prompt="a shinystyle cat", negative_prompt="fog").sized(64), JobHooks())
     cond = pipe.condition(job)[0].conds[0]
     assert job.infotext["TI hashes"].startswith("shinystyle: ")
-    ref = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl[0], local_files_only=True, tokenizer=fresh_tokenizer(),
+    ref = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl[0], local_files_only=True, tokenizer=make_tokenizer(),
                                                     tokenizer_2=tokenizer_2())
     ref.load_textual_inversion(vectors["clip_l"], token="shinystyle", text_encoder=ref.text_encoder,
                                tokenizer=ref.tokenizer)

@@ -3,13 +3,12 @@ diffusers pipelines: the reference for sdrt's SDXL path (fixtures in conftest.py
 import dataclasses
 
 import torch
-import transformers
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from sdrt.models.architectures import ARCHITECTURES
 from sdrt.prompt import get_tokenizer
-from sdrt.prompt.tokenizer import _vocab_and_merges
+from sdrt.prompt.tokenizer import make_tokenizer
 
 TEXT = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=3,
             max_position_embeddings=77, vocab_size=49408, projection_dim=24, bos_token_id=49406, eos_token_id=49407)
@@ -33,9 +32,7 @@ def tiny_sdxl_architecture(refiner: bool = False):
 
 def tokenizer_2():
     """SDXL's second tokenizer: CLIP's vocabulary, padding with "!" (id 0) as OpenCLIP does."""
-    vocab, merges = _vocab_and_merges()
-    return transformers.CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, bos_token="<|startoftext|>",
-                                      eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="!")
+    return make_tokenizer(pad_token="!")
 
 
 def build_pipeline(seed: int, refiner: bool = False, scaling_factor: float = 0.13025):

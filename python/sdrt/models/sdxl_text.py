@@ -8,20 +8,6 @@ from typing import Optional
 
 import torch
 
-EOS = 49407
-
-
-def pad_after_eos(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """OpenCLIP's padding: every position after a row's first EOS becomes `pad_id` (sgm pads
-    with 0; A1111's chunks are written EOS-padded and re-padded the same way)."""
-    if pad_id == EOS:
-        return ids
-    is_eos = ids == EOS
-    first = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), ids.shape[1])
-    after = torch.arange(ids.shape[1], device=ids.device)[None, :] > first[:, None]
-    return ids.masked_fill(after, pad_id)
-
-
 def penultimate_and_pooled(text_encoder, ids: torch.Tensor, *, pooled: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """(hidden_states[-2], projected pooled output or None) of a CLIPTextModel(WithProjection).
     transformers pools at the first EOS (eos_token_id), as OpenCLIP's argmax over ids does."""

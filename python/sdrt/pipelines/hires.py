@@ -149,8 +149,13 @@ def generate_hires(pipe, p: GenerationParams, hooks: JobHooks):
             first.infotext.update(patch.infotext)
         passes = _Passes(pipe, first, pipe.condition(first), hr_pipe, second,
                          hr_pipe.condition(second))
-        first.infotext.update({k: v for k, v in second.infotext.items() if k not in first.infotext})
+        _carry_entries(second, first)
         return _run(passes, plan, hooks)
+
+
+def _carry_entries(second: Job, first: Job) -> None:
+    """The hires pass's infotext entries the first pass's job (whose infotext the images get) lacks."""
+    first.infotext.update({k: v for k, v in second.infotext.items() if k not in first.infotext})
 
 
 def _hires_pipeline(pipe, p: GenerationParams, hooks: JobHooks):
@@ -186,8 +191,7 @@ def _run(passes: _Passes, plan: HiresPlan, hooks: JobHooks):
             hr_start = hires_start(pipe, passes.hr_pipe, plan, second, low)
             if stop is None:  # a skipped first pass ends with its upscale, as A1111's does
                 latents, stop = passes.hr_pipe.sample(second, batch, hr_start, passes.hr_conds, _pass_hooks(hooks, 1))
-                # entries the hires pass adds while sampling (the refiner's, at its switch)
-                first.infotext.update({k: v for k, v in second.infotext.items() if k not in first.infotext})
+                _carry_entries(second, first)  # what the hires pass adds while sampling (the refiner's switch)
             else:
                 latents = hr_start.latents
             images = passes.hr_pipe.decode(latents, second.policy)

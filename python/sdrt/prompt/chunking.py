@@ -101,5 +101,18 @@ def tokenize_prompt(text: str, tokenizer, *, comma_backtrack: int = 20, emphasis
     return chunks, token_count
 
 
+def pad_after_eos(ids, pad_id: int):
+    """Every position after a row's first EOS becomes `pad_id` (OpenCLIP pads with 0: SD2's and
+    SDXL's second encoder; chunks are written EOS-padded). `ids`: a (B, 77) tensor."""
+    import torch
+
+    if pad_id == EOS:
+        return ids
+    is_eos = ids == EOS
+    first = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), ids.shape[1])
+    after = torch.arange(ids.shape[1], device=ids.device)[None, :] > first[:, None]
+    return ids.masked_fill(after, pad_id)
+
+
 def empty_chunk() -> PromptChunk:
     return PromptChunk([BOS] + [EOS] * (CHUNK_TOKENS + 1), [1.0] * (CHUNK_TOKENS + 2))

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .chunking import EOS, EmbeddingFinder, EmbeddingSlot, empty_chunk, tokenize_prompt
+from .chunking import EOS, EmbeddingFinder, EmbeddingSlot, empty_chunk, pad_after_eos, tokenize_prompt
 from .scheduling import get_learned_conditioning_prompt_schedules, split_and
 
 # A1111's emphasis option: "Ignore" parses brackets but drops the weights; "None" keeps the
@@ -67,11 +67,7 @@ def encode_texts_pooled(texts: Sequence[str], tokenizer, encode: TextEncoder, op
     zs, pooled = [], None
     for i in range(max(len(c) for c in per_text)):
         rows = [chunks[i] if i < len(chunks) else empty_chunk() for chunks in per_text]
-        ids = torch.tensor([r.tokens for r in rows], dtype=torch.long)
-        if opts.pad_id != EOS:
-            for row in ids:
-                first_eos = int((row == EOS).nonzero()[0])
-                row[first_eos + 1:] = opts.pad_id
+        ids = pad_after_eos(torch.tensor([r.tokens for r in rows], dtype=torch.long), opts.pad_id)
         z = encode(ids, opts.clip_skip, [r.embeddings for r in rows])
         if isinstance(z, tuple):
             z, chunk_pooled = z

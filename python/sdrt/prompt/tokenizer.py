@@ -19,7 +19,7 @@ import tempfile
 
 import transformers
 
-__all__ = ["get_tokenizer", "BOS_TOKEN", "EOS_TOKEN", "MODEL_MAX_LENGTH", "VOCAB_SIZE"]
+__all__ = ["get_tokenizer", "make_tokenizer", "BOS_TOKEN", "EOS_TOKEN", "MODEL_MAX_LENGTH", "VOCAB_SIZE"]
 
 BOS_TOKEN = "<|startoftext|>"  # id 49406
 EOS_TOKEN = "<|endoftext|>"  # id 49407; also pad and unk
@@ -57,8 +57,14 @@ def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
 @functools.lru_cache(maxsize=None)
 def get_tokenizer() -> transformers.PreTrainedTokenizerBase:
     """Return the (shared) CLIP tokenizer; bos 49406, eos/pad/unk 49407, max length 77."""
+    return make_tokenizer()
+
+
+def make_tokenizer(pad_token: str = EOS_TOKEN) -> transformers.PreTrainedTokenizerBase:
+    """A new CLIP tokenizer (not the shared one: callers such as diffusers' textual-inversion loader
+    may add tokens to it). pad_token="!" (id 0) is SDXL's second tokenizer, OpenCLIP's padding."""
     vocab, merges = _vocab_and_merges()
-    special = dict(bos_token=BOS_TOKEN, eos_token=EOS_TOKEN, pad_token=EOS_TOKEN, unk_token=EOS_TOKEN)
+    special = dict(bos_token=BOS_TOKEN, eos_token=EOS_TOKEN, pad_token=pad_token, unk_token=EOS_TOKEN)
     if int(transformers.__version__.split(".")[0]) >= 5:
         return transformers.CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MODEL_MAX_LENGTH, **special)
     # transformers 4.x only takes file paths. Use the fast (tokenizers-backed) class there: it is what

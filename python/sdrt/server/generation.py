@@ -94,28 +94,29 @@ def _hires_values(req, manager: ModelManager) -> dict:
         out["hr_sampler_name"] = _sampler_label(req.hr_sampler_name, "hr_sampler_name")
     if req.hr_scheduler:
         out["hr_scheduler"] = _scheduler_label(req.hr_scheduler, "hr_scheduler")
-    name = req.hr_checkpoint_name
-    if name in (None, "", "Use same checkpoint"):
-        out["hr_checkpoint_name"] = None
-    else:
-        try:
-            out["hr_checkpoint_name"] = manager.resolve_checkpoint(name, "hr_checkpoint_name")[0]
-        except OptionError as e:
-            raise RequestError(("body", "hr_checkpoint_name"), str(e)) from None
+    out["hr_checkpoint_name"] = _checkpoint_title(req, "hr_checkpoint_name", manager, ("Use same checkpoint",))
     return out
 
 
 def _refiner_values(req, manager: ModelManager) -> dict:
     """The refiner checkpoint resolved in the model folders (A1111: None, "", "None" and "none" mean
     none). Without refiner_switch_at A1111's API switches at the first model call."""
-    name = req.refiner_checkpoint
-    if name in (None, "", "None", "none"):
-        return {"refiner_checkpoint": None}
+    out = {"refiner_checkpoint": _checkpoint_title(req, "refiner_checkpoint", manager, ("None", "none"))}
+    if out["refiner_checkpoint"] is None or req.refiner_switch_at is not None:
+        return out
+    return {**out, "refiner_switch_at": 0.0}
+
+
+def _checkpoint_title(req, field_name: str, manager: ModelManager, none_names: tuple) -> str | None:
+    """The title of the checkpoint a request field names, resolved in the model folders; None
+    for None, "" and the field's own names for none (a 422 naming the field when unknown)."""
+    name = getattr(req, field_name)
+    if name in (None, "", *none_names):
+        return None
     try:
-        out = {"refiner_checkpoint": manager.resolve_checkpoint(name, "refiner_checkpoint")[0]}
+        return manager.resolve_checkpoint(name, field_name)[0]
     except OptionError as e:
-        raise RequestError(("body", "refiner_checkpoint"), str(e)) from None
-    return out if req.refiner_switch_at is not None else {**out, "refiner_switch_at": 0.0}
+        raise RequestError(("body", field_name), str(e)) from None
 
 
 def _check_hires_budget(p: GenerationParams, manager: ModelManager, limits: Limits) -> None:

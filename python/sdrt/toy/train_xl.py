@@ -25,7 +25,9 @@ import torch.nn.functional as F
 
 from ..models import toy as toy_config
 from ..models import toy_xl
-from ..models.sdxl_text import pad_after_eos, penultimate_and_pooled
+from ..models.sdxl_text import penultimate_and_pooled
+from ..prompt.chunking import pad_after_eos
+from ..prompt.sdxl import OPEN_CLIP_PAD
 from .train import (ImagePool, Progress, cpu_machine, encode_dataset, lr_at, save_fp16, step_with_ema,
                     zero_unused_token_rows)
 
@@ -41,7 +43,7 @@ def condition(text_encoder, text_encoder_2, ids: torch.Tensor) -> tuple[torch.Te
     """(context, pooled) for EOS-padded caption ids, as the SDXL conditioning computes them."""
     with torch.no_grad():
         first, _ = penultimate_and_pooled(text_encoder, ids, pooled=False)
-    second, pooled = penultimate_and_pooled(text_encoder_2, pad_after_eos(ids, 0), pooled=True)
+    second, pooled = penultimate_and_pooled(text_encoder_2, pad_after_eos(ids, OPEN_CLIP_PAD), pooled=True)
     return torch.cat([first, second], dim=-1), pooled
 
 
@@ -143,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                         seed=args.seed + 2, scaling_factor=float(vae.config.scaling_factor))
     empty = tokenizer("", padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
     # id 0 too: OpenCLIP's padding after the first EOS (pad_after_eos), trained like any token
-    used = zero_unused_token_rows(text_encoder_2, torch.cat([dataset["ids"].flatten(), empty, torch.tensor([0])]))
+    used = zero_unused_token_rows(text_encoder_2, torch.cat([dataset["ids"].flatten(), empty,
+                                                             torch.tensor([OPEN_CLIP_PAD])]))
     save_folder(args.out, ema, text_encoder_2, {
         "command": "python -m sdrt.toy.train_xl " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": args.seed, "dataset_size": args.dataset_size, "used_token_rows": used, "resumed_from": previous,
