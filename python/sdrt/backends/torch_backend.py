@@ -43,6 +43,19 @@ class TorchBackend:
                         **kwargs)
         return out.sample.to(x.device, torch.float32)
 
+    @torch.no_grad()
+    def controlnet_forward(self, controlnet, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+                           hint: torch.Tensor, extras: Optional[dict] = None) -> tuple[list, torch.Tensor]:
+        """A ControlNet's residuals (down blocks, mid) for UNet inputs x / timestep / context and
+        control images `hint` in [0, 1], unscaled, float32 on x's device. `extras`: the call's
+        other UNet inputs, of which a ControlNet takes added_cond_kwargs (SDXL)."""
+        controlnet = _place(controlnet, self.device, self.dtype)
+        added = (extras or {}).get("added_cond_kwargs")
+        down, mid = controlnet(x.to(self.device, self.dtype), timestep.to(self.device),
+                               context.to(self.device, self.dtype), self._to_unet(hint), conditioning_scale=1.0,
+                               added_cond_kwargs=self._to_unet(added), return_dict=False)
+        return [d.to(x.device, torch.float32) for d in down], mid.to(x.device, torch.float32)
+
     def _to_unet(self, value: Any) -> Any:
         """Tensors (also inside tuples / lists / dicts) to the UNet's device; floating ones to its
         dtype, integer ones (indices, masks) keep theirs."""

@@ -31,6 +31,7 @@ _DEFAULT_SUBDIRS = {
     "embeddings": os.path.join("models", "embeddings"),
     "esrgan": os.path.join("models", "ESRGAN"),          # ESRGAN-family upscalers, listed by file name
     "realesrgan": os.path.join("models", "RealESRGAN"),  # the files behind A1111's "R-ESRGAN ..." labels
+    "controlnet": os.path.join("models", "ControlNet"),  # single files and diffusers folders (sdrt.control)
 }
 KINDS = tuple(_DEFAULT_SUBDIRS)
 
@@ -45,6 +46,7 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "embeddings": (".pt", ".safetensors", ".bin"),
     "esrgan": (".pth", ".pt", ".safetensors", ".onnx"),
     "realesrgan": (".pth", ".pt", ".safetensors", ".onnx"),
+    "controlnet": (".safetensors", ".pth", ".pt", ".ckpt"),
 }
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -103,8 +105,9 @@ class ModelFolders:
     """The folders of each kind, defaulting to A1111's layout under ``root``.
 
     ``root`` defaults to the ``SDRT_MODELS_ROOT`` environment variable, else the current
-    directory; ``checkpoints``/``lora``/``vae``/``embeddings`` override single folders like
-    A1111's ``--ckpt-dir``, ``--lora-dir``, ``--vae-dir`` and ``--embeddings-dir``.
+    directory; ``checkpoints``/``lora``/``vae``/``embeddings``/``controlnet`` override single folders
+    like A1111's ``--ckpt-dir``, ``--lora-dir``, ``--vae-dir``, ``--embeddings-dir`` and the
+    extension's ``--controlnet-dir``.
     """
 
     def __init__(
@@ -115,12 +118,13 @@ class ModelFolders:
         lora: str | os.PathLike[str] | None = None,
         vae: str | os.PathLike[str] | None = None,
         embeddings: str | os.PathLike[str] | None = None,
+        controlnet: str | os.PathLike[str] | None = None,
     ) -> None:
         if root is None:
             root = os.environ.get(ENV_ROOT) or os.getcwd()
         self.root = os.path.abspath(os.path.expanduser(os.fspath(root)))
         overrides = {"checkpoints": checkpoints, "lora": lora, "vae": vae, "embeddings": embeddings}
-        overrides.update(esrgan=None, realesrgan=None)
+        overrides.update(esrgan=None, realesrgan=None, controlnet=controlnet)
         self.folders: dict[str, str] = {}
         for kind, sub in _DEFAULT_SUBDIRS.items():
             given = overrides[kind]

@@ -60,3 +60,31 @@ def build_components(seed: int = 0, *, vae_channels=None, unet_channels=None):
     text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_ENCODER_CONFIG))
     unet = UNet2DConditionModel(**unet_config)
     return vae, text_encoder, unet
+
+
+# Toy ControlNets: the toy UNet's encoder (Zhang et al. 2023, "Adding Conditional Control to
+# Text-to-Image Diffusion Models") with the 4-level hint encoder of the originals (8 convolutions,
+# so diffusers' single-file converter maps it) at narrower widths, and a mid block without
+# attention: together they keep each shipped file near 2 MB.
+CONTROLNET_HINT_CHANNELS = (16, 32, 64, 64)
+CONTROLNET_MID_BLOCK = "UNetMidBlock2D"
+_CONTROLNET_FROM_UNET = ("in_channels", "flip_sin_to_cos", "freq_shift", "down_block_types", "only_cross_attention",
+                         "block_out_channels", "layers_per_block", "downsample_padding", "mid_block_scale_factor",
+                         "act_fn", "norm_num_groups", "norm_eps", "cross_attention_dim", "attention_head_dim",
+                         "use_linear_projection", "upcast_attention", "resnet_time_scale_shift")
+
+
+def build_controlnet(unet):
+    """A toy ControlNet initialised from `unet` (the trained toy UNet): its encoder's weights copied
+    (the paper's trainable copy), the zero convolutions zero, the hint encoder fresh."""
+    from diffusers import ControlNetModel
+
+    config = {k: unet.config[k] for k in _CONTROLNET_FROM_UNET}
+    controlnet = ControlNetModel(**config, mid_block_type=CONTROLNET_MID_BLOCK,
+                                 conditioning_embedding_out_channels=CONTROLNET_HINT_CHANNELS)
+    for name in ("conv_in", "time_proj", "time_embedding", "down_blocks"):
+        getattr(controlnet, name).load_state_dict(getattr(unet, name).state_dict())
+    first_resnet = {k[len("resnets.0."):]: v for k, v in unet.mid_block.state_dict().items()
+                    if k.startswith("resnets.0.")}
+    controlnet.mid_block.resnets[0].load_state_dict(first_resnet)
+    return controlnet

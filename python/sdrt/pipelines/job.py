@@ -43,6 +43,7 @@ class Job:
     # A1111 conditions SDXL on (hr_upscale_to, before the aspect cut); None: a plain job
     hires_of: Optional[tuple[int, int]] = None
     size_ids: Optional[tuple[int, int]] = None
+    control: list = field(default_factory=list)  # the ControlNet units that run (sdrt.control.job)
 
     def batches(self) -> Iterator[Batch]:
         n = self.params.batch_size

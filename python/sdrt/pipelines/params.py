@@ -92,6 +92,9 @@ class GenerationParams:
                                      server_note="unset: the refiner from the first call (A1111)",
                                      cli=("--refiner-switch-at",),
                                      help="share of the schedule (by timestep) after which the refiner runs")
+    # ControlNet (both modes; sdrt.control): units with the sd-webui-controlnet extension's fields
+    controlnet: Sequence = param(factory=list, server_note="alwayson_scripts.ControlNet.args",
+                                 help="ControlNet units: dicts with the ControlNet extension's fields")
     # hires fix (txt2img): sample, upscale, sample again (A1111's names; sdrt.pipelines.hires)
     enable_hr: bool = param(False, api=ApiField(bool, False), only="txt2img", cli=("--enable-hr",),
                             help="hires fix (any --hr-* option turns it on)")
@@ -168,6 +171,10 @@ class GenerationParams:
         per_image(self.negative_prompt, self.batch_size, "negative_prompt")
         self._validate_images()
         self._validate_mode()
+        if self.controlnet:
+            from ..control.units import parse_units
+
+            parse_units(self.controlnet)
         if self.enable_hr:
             self._validate_hires()
 

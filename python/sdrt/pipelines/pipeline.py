@@ -95,6 +95,9 @@ class Pipeline:
         self.model_folders = None   # A1111's model folders, where LoRA names are looked up
         self._upscalers = None
         self.networks = Networks(self)
+        from ..control.attach import PipelineControl  # here: sdrt.control imports pipelines.params
+
+        self.control = PipelineControl(self)
         self.load_options: dict | None = None  # sdrt.load's arguments, for companion models
         self.source: str | None = None         # the model's real path (sdrt.load sets it)
         self._companions: dict = {}
@@ -210,8 +213,10 @@ class Pipeline:
             return self._run_batches(job, conds, inputs, post, hooks)
 
     def prepare(self, p: GenerationParams, hooks: JobHooks) -> Job:
-        """The prepare stage for this model (`p` sized and validated)."""
-        return prepare(p, self.denoiser, self.info.latent_channels, hooks.batching or self.batching)
+        """The prepare stage for this model (`p` sized and validated), ControlNet units included."""
+        job = prepare(p, self.denoiser, self.info.latent_channels, hooks.batching or self.batching)
+        job.control = self.control.prepare(job)
+        return job
 
     def job_patches(self, job: Job, hooks: JobHooks) -> list:
         """The job's model patches: its LoRAs (the first prompt's tags and `loras`), then the hooks'."""
@@ -285,7 +290,8 @@ class Pipeline:
         rng = ImageRNG(job.latent_shape, batch.seeds, subseeds=batch.subseeds, subseed_strength=p.subseed_strength,
                        eta_noise_seed_delta=p.eta_noise_seed_delta)
         run, x, kept = start.begin(job.sampler, job.sigmas, p.steps, rng.first(), job.denoiser)
-        denoiser = self.guided_denoiser(job, conds, start, kept, hooks)
+        control = self.control.inputs(job.control, len(run) - 1, p.width, p.height)
+        denoiser = self.guided_denoiser(job, conds, start, kept, hooks, control=control)
         refiner = self.refiner_for(p, hooks)
         if refiner is not None:
             denoiser = RefinerSwitch(denoiser, lambda: refiner.guided_denoiser(job, refiner.condition(job), start, kept,
@@ -300,7 +306,7 @@ class Pipeline:
         stop = None
         try:
             sample = job.sampler.runner(self.sampler_loop, options)
-            latents = sample(denoiser, x, run, callback=_step_callback(hooks.callback, batch, p.n_iter),
+            latents = sample(denoiser, x, run, callback=_step_callback(hooks.callback, batch, p.n_iter, control),
                              noise=rng.next, **options)
             latents = job.sampler.finish(latents, run)
         except Interrupted as e:
@@ -313,14 +319,16 @@ class Pipeline:
         return latents, stop
 
     def guided_denoiser(self, job: Job, conds: list, start: StartPoint, kept, hooks: JobHooks, *,
-                        own_model: bool = False) -> CFGDenoiser:
+                        own_model: bool = False, control=None) -> CFGDenoiser:
         """Guidance over this model for one batch. own_model: the job was prepared on another model
-        (a refiner taking over): the sampler's view of this one's UNet replaces the job's."""
+        (a refiner taking over): the sampler's view of this one's UNet replaces the job's.
+        `control`: the run's ControlNet input (self.control.inputs), if any."""
         inner = job.sampler.model_denoiser(self.denoiser) if own_model else job.denoiser
         image_cond = start.image_cond if self.info.image_cond_channels else None  # a plain refiner: none
         return CFGDenoiser(inner, conds, job.params.cfg_scale, image_cond=image_cond, init_latent=kept,
                            keep_mask=start.keep, should_stop=hooks.should_stop, should_skip=hooks.should_skip,
-                           policy=job.policy, extra_inputs=self.model_inputs(job, conds) + list(hooks.extra_inputs))
+                           policy=job.policy, extra_inputs=self.model_inputs(job, conds) + ([control] if control else [])
+                           + list(hooks.extra_inputs))
 
     def refiner_for(self, p: GenerationParams, hooks: JobHooks):
         """The refiner pipeline of a job (hooks.refiner_pipeline, else refiner_checkpoint loaded with
@@ -404,10 +412,17 @@ class Pipeline:
         return {"TI hashes": ", ".join(f"{n}: {sha256(p)[:12]}" for n, p in found if p)} if found else {}
 
 
-def _step_callback(callback, batch: Batch, n_iter: int):
-    if callback is None:
+def _step_callback(callback, batch: Batch, n_iter: int, control=None):
+    """The sampler's per-step callback: the ControlNet input's step count, then the caller's."""
+    if callback is None and control is None:
         return None
-    return lambda d: callback({**d, "iteration": batch.iteration, "n_iter": int(n_iter)})
+
+    def on_step(d: dict) -> None:
+        if control is not None:
+            control.on_step(d)
+        if callback is not None:
+            callback({**d, "iteration": batch.iteration, "n_iter": int(n_iter)})
+    return on_step
 
 
 def _refuse_fields(params: dict, other_mode: str, *, method: str) -> None:

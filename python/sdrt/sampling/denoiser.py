@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .schedules import append_zero
+from .unet_inputs import ModelInput, resolve_late
 
 
 class DiscreteEpsDenoiser:
@@ -54,13 +55,15 @@ class DiscreteEpsDenoiser:
                  image_cond: torch.Tensor | None = None, extras: dict | None = None) -> torch.Tensor:
         """`image_cond`: extra UNet input channels after the latents (an inpainting UNet's mask and
         masked-image latents, LDM's c_concat), not scaled by c_in. `extras`: keyword inputs for the
-        backend's unet_forward (sampling.unet_inputs), one entry per row."""
+        backend's unet_forward (sampling.unet_inputs), one entry per row; late ones are resolved on
+        the scaled latents, timesteps and context of this call."""
         sigma = sigma.to(x.dtype)
         c_in = (sigma**2 + 1) ** -0.5
         x_in = x * c_in.view(-1, 1, 1, 1)
+        t = self.sigma_to_t(sigma)
+        extras = resolve_late(extras, ModelInput(x_in, t, context))
         if image_cond is not None:
             x_in = torch.cat([x_in, image_cond.to(x_in)], dim=1)
-        t = self.sigma_to_t(sigma)
         out = self.unet(x_in, t, context) if not extras else self.unet(x_in, t, context, extras)
         sigma = sigma.view(-1, 1, 1, 1)
         if self.prediction_type == "v_prediction":

@@ -133,6 +133,23 @@ def edge_map(image: np.ndarray) -> np.ndarray:
     return (mag > 60.0).astype(np.uint8) * 255
 
 
+# Segmentation classes of the toy world: a "seg" control image paints every pixel in the colour
+# of its class (as ADE20K maps do), so it gives each shape's kind and place but not its colour.
+SEGMENT_COLOURS: dict[str, tuple[int, int, int]] = {
+    "background": (120, 120, 120), "circle": (6, 230, 230), "square": (255, 6, 82), "triangle": (4, 200, 3),
+}
+
+
+def segmentation_map(scene: Scene, resolution: int = 64) -> np.ndarray:
+    """The scene's (H, W, 3) uint8 segmentation map: a pixel takes the class of the last shape
+    covering at least half of it, else the background's (hard edges, as label maps have)."""
+    out = np.empty((resolution, resolution, 3), dtype=np.uint8)
+    out[:] = SEGMENT_COLOURS["background"]
+    for spec, cover in zip(scene.shapes, shape_masks(scene, resolution)):
+        out[cover >= 0.5] = SEGMENT_COLOURS[spec.shape]
+    return out
+
+
 # Caption templates. Each names the attributes it mentions; attributes not named are free.
 ONE_SHAPE_TEMPLATES = (
     "a {size} {colour} {shape} in the {position} on a {background} background",
