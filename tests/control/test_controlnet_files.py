@@ -90,3 +90,22 @@ def test_a_file_that_is_not_a_controlnet(tmp_path):
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3)}, str(path))
     with pytest.raises(ModelFileError, match="input_hint_block"):
         load_controlnet(str(path))
+
+
+def test_a_diffusers_keyed_single_file_loads(toy_pipe, random_controlnets, tmp_path):
+    """Most SDXL ControlNets users have are diffusers state dicts in one .safetensors."""
+    from sdrt.control.models import load_controlnet as load
+
+    original = load(random_controlnets[0])
+    path = tmp_path / "diffusers_xl_like.safetensors"
+    save_file({k: v.contiguous() for k, v in original.state_dict().items()}, str(path))
+    loaded = load(str(path))
+    assert loaded.config.mid_block_type == original.config.mid_block_type == "UNetMidBlock2D"
+    assert list(loaded.config.conditioning_embedding_out_channels) == [16, 32, 64, 64]
+    x, t, ctx = torch.randn(1, 4, 8, 8), torch.tensor([300.0]), torch.randn(1, 7, 64)
+    hint = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        a = original(x, t, ctx, hint, return_dict=False)
+        b = loaded(x, t, ctx, hint, return_dict=False)
+    for u, v in zip(list(a[0]) + [a[1]], list(b[0]) + [b[1]]):
+        assert torch.equal(u, v)

@@ -22,6 +22,7 @@ from ..loading import _quiet_hf_loading
 from ..models import architectures
 
 LDM_PREFIX = "control_model."
+DIFFUSERS_KEY = "time_embedding.linear_1.weight"
 # the shipped toy ControlNets, by name: folders under sdrt/toy (diffusers layout)
 SHIPPED_CONTROLNETS = {"toy_canny": "controlnet_canny", "toy_seg": "controlnet_seg"}
 _HASH_SUFFIX = re.compile(r"\s+\[[0-9a-fA-F]{8,12}\]$")  # the extension's "name [hash8]" titles
@@ -64,7 +65,9 @@ def load_controlnet(path_or_name: str, *, folders: Optional[ModelFolders] = None
             model = ControlNetModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
     else:
         model = load_controlnet_file(path, dtype=dtype)
-    return model.to(dtype).eval().requires_grad_(False)
+    if next(model.parameters()).dtype != dtype:
+        model = model.to(dtype)
+    return model.eval().requires_grad_(False)
 
 
 def load_controlnet_file(path: str, *, dtype: torch.dtype = torch.float32):
@@ -74,8 +77,12 @@ def load_controlnet_file(path: str, *, dtype: torch.dtype = torch.float32):
 
     from ..loaders.single_file import _on_meta, _strict_load
 
-    state = bare_keys(read_state_dict(path, dtype=dtype), path)
-    config = config_from_keys({k: tuple(v.shape) for k, v in state.items()}, path)
+    state = read_state_dict(path, dtype=dtype)
+    if DIFFUSERS_KEY in state:  # a diffusers ControlNet saved as one file (most SDXL ones)
+        config = config_from_diffusers_keys({k: tuple(v.shape) for k, v in state.items()}, path)
+    else:
+        state = bare_keys(state, path)
+        config = config_from_keys({k: tuple(v.shape) for k, v in state.items()}, path)
     config["global_pool_conditions"] = _global_average_pooling(path)
     model = _on_meta(lambda: ControlNetModel(**config))
     converted = convert_controlnet_checkpoint(state, dict(model.config))
@@ -118,6 +125,39 @@ def config_from_keys(shapes: Mapping[str, Sequence[int]], path: str = "") -> dic
     if "label_emb.0.0.weight" in shapes:  # SDXL: pooled text and size ids
         config.update(addition_embed_type="text_time", addition_time_embed_dim=256,
                       projection_class_embeddings_input_dim=int(shapes["label_emb.0.0.weight"][1]))
+    return config
+
+
+def config_from_diffusers_keys(shapes: Mapping[str, Sequence[int]], path: str = "") -> dict:
+    """A ControlNetModel config from a diffusers-keyed state dict's shapes."""
+    def count(prefix: str) -> int:
+        return len({k[len(prefix):].split(".")[0] for k in shapes if k.startswith(prefix)})
+    n_levels = count("down_blocks.")
+    if not n_levels or "controlnet_cond_embedding.conv_in.weight" not in shapes:
+        raise ModelFileError(path, "not a ControlNet in diffusers' layout (no down_blocks / controlnet_cond_embedding)")
+    channels = [int(shapes[f"down_blocks.{i}.resnets.0.conv2.weight"][0]) for i in range(n_levels)]
+    depths = [count(f"down_blocks.{i}.attentions.0.transformer_blocks.") for i in range(n_levels)]
+    context = next((s[1] for k, s in shapes.items() if k.endswith("attn2.to_k.weight")), None)
+    if context is None:
+        raise ModelFileError(path, "no cross-attention layer found: not an SD ControlNet")
+    hint = [shapes["controlnet_cond_embedding.conv_in.weight"]] + \
+        [shapes[f"controlnet_cond_embedding.blocks.{i}.weight"] for i in range(count("controlnet_cond_embedding.blocks."))]
+    config = {
+        "in_channels": int(shapes["conv_in.weight"][1]),
+        "conditioning_channels": int(hint[0][1]),
+        "block_out_channels": channels, "layers_per_block": count("down_blocks.0.resnets."),
+        "down_block_types": ["CrossAttnDownBlock2D" if d else "DownBlock2D" for d in depths],
+        "transformer_layers_per_block": [max(d, 1) for d in depths],
+        "cross_attention_dim": int(context),
+        "attention_head_dim": _heads(_family_for(int(context), path), channels),
+        "use_linear_projection": any(len(s) == 2 for k, s in shapes.items() if k.endswith("proj_in.weight")),
+        "conditioning_embedding_out_channels": [int(h[0]) for h in hint[0::2]],
+        "mid_block_type": "UNetMidBlock2DCrossAttn" if any(k.startswith("mid_block.attentions.") for k in shapes)
+        else "UNetMidBlock2D",
+    }
+    if "add_embedding.linear_1.weight" in shapes:  # SDXL: pooled text and size ids
+        config.update(addition_embed_type="text_time", addition_time_embed_dim=256,
+                      projection_class_embeddings_input_dim=int(shapes["add_embedding.linear_1.weight"][1]))
     return config
 
 
@@ -168,3 +208,19 @@ def _global_average_pooling(path: str) -> bool:
 def residual_count(controlnet) -> int:
     """How many residuals a ControlNet adds (13 for SD1, 10 for SDXL): down blocks and the mid."""
     return len(controlnet.controlnet_down_blocks) + 1
+
+
+def list_controlnets(folders: Optional[ModelFolders] = None) -> list[str]:
+    """The extension's model_list: the shipped toy names, then models/ControlNet's single files as
+    "stem [hash8]" and its diffusers folders by name (files inside such folders are weights, not models)."""
+    from .job import model_title
+
+    names = list(SHIPPED_CONTROLNETS)
+    folders = folders or ModelFolders()
+    root = folders.folder("controlnet")
+    if not os.path.isdir(root):
+        return names
+    diffusers_dirs = sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "config.json")))
+    inside = tuple(os.path.join(root, d) + os.sep for d in diffusers_dirs)
+    files = [e.path for e in folders.list("controlnet") if not e.path.startswith(inside)]
+    return names + [model_title(p) for p in files] + diffusers_dirs

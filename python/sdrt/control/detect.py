@@ -1,0 +1,22 @@
+"""One preprocessor run on one image, as the extension's /controlnet/detect does it: -1 or
+out-of-range settings take the module's defaults; a mask joins the image for modules that take one."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .preprocessors import find_preprocessor
+
+
+def detect(module: str, image: np.ndarray, processor_res: float = -1, threshold_a: float = -1,
+           threshold_b: float = -1, mask: Optional[np.ndarray] = None, seed: int = 0) -> np.ndarray:
+    """The control map (H, W, 3|4) uint8 of `image` ((H, W, 3) uint8 RGB); KeyError for an unknown
+    module, ValueError when a module needs the mask and none is given."""
+    preprocessor = find_preprocessor(module)
+    if preprocessor.needs_mask:
+        if mask is None:
+            raise ValueError(f"preprocessor {module} requires a mask")
+        image = np.concatenate([image[..., :3], mask[..., None]], axis=2)
+    resolution, a, b = preprocessor.settings(processor_res, threshold_a, threshold_b)
+    return preprocessor.run(image, resolution, a, b, np.random.RandomState(seed))

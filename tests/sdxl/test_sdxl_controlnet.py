@@ -1,0 +1,53 @@
+"""An SDXL ControlNet (pooled text and size ids reach it through the UNet's added inputs) against
+diffusers' StableDiffusionXLControlNetPipeline on the same tiny random SDXL: 1 uint8 level."""
+import numpy as np
+import torch
+from diffusers import ControlNetModel, EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
+from PIL import Image
+
+import sdrt
+from sdrt.pipelines.rng import ImageRNG
+
+
+def test_sdxl_controlnet_matches_diffusers(tiny_sdxl, tmp_path):
+    folder, ref = tiny_sdxl
+    controlnet = ControlNetModel.from_unet(ref.unet)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in controlnet.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    controlnet.save_pretrained(tmp_path / "cn", safe_serialization=True)
+    hint = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    ours = sdrt.load(folder)
+    unit = {"module": "none", "model": str(tmp_path / "cn"), "image": hint, "weight": 0.8,
+            "resize_mode": "Just Resize"}
+    prompt, negative, seed, steps, cfg = "a red cat in a hat", "fog", 11, 8, 5.0
+    got = np.asarray(ours.txt2img(prompt, negative, seed=seed, steps=steps, cfg_scale=cfg, sampler_name="Euler",
+                                  scheduler="Karras", controlnet=[unit]).images[0], dtype=np.float64)
+    plain = np.asarray(ours.txt2img(prompt, negative, seed=seed, steps=steps, cfg_scale=cfg, sampler_name="Euler",
+                                    scheduler="Karras").images[0], dtype=np.float64)
+    pipe = StableDiffusionXLControlNetPipeline(**ref.components, controlnet=ours.control.load(unit["model"])[0])
+    pipe.scheduler = EulerDiscreteScheduler.from_config(ref.scheduler.config, use_karras_sigmas=True,
+                                                        timestep_spacing="linspace")
+    pipe.set_progress_bar_config(disable=True)
+    want = pipe(prompt, negative_prompt=negative, image=Image.fromarray(hint), controlnet_conditioning_scale=0.8,
+                num_inference_steps=steps, guidance_scale=cfg, latents=ImageRNG((4, 8, 8), [seed]).first(),
+                height=64, width=64, output_type="np").images[0] * 255.0
+    assert np.abs(got - np.floor(want)).max() <= 1
+    assert np.abs(got - plain).max() > 8
+
+
+def test_sdxl_controlnet_single_file_in_diffusers_layout(tiny_sdxl, tmp_path):
+    from safetensors.torch import save_file
+
+    from sdrt.control import load_controlnet
+
+    _, ref = tiny_sdxl
+    controlnet = ControlNetModel.from_unet(ref.unet)
+    path = tmp_path / "controlnet-xl.safetensors"
+    save_file({k: v.contiguous() for k, v in controlnet.state_dict().items()}, str(path))
+    loaded = load_controlnet(str(path))
+    for key in ("addition_embed_type", "projection_class_embeddings_input_dim", "transformer_layers_per_block",
+                "block_out_channels", "down_block_types", "cross_attention_dim"):
+        assert list(np.atleast_1d(loaded.config[key])) == list(np.atleast_1d(controlnet.config[key])), key
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in controlnet.state_dict().items())
