@@ -72,7 +72,7 @@ def test_overrides_like_a1111_dir_flags(tree, tmp_path):
 def test_unknown_kind_is_refused(tree):
     with pytest.raises(ValueError, match="unknown model kind"):
         ModelFolders(tree).list("hypernetworks")
-    assert KINDS == ("checkpoints", "lora", "vae", "embeddings", "esrgan", "realesrgan")
+    assert KINDS == ("checkpoints", "lora", "vae", "embeddings", "esrgan", "realesrgan", "controlnet", "annotators")
 
 
 def test_missing_folder_lists_nothing(tmp_path):

@@ -25,7 +25,7 @@ class PipelineControl:
         if not hasattr(self.pipe.backend, "controlnet_forward"):
             raise ParamError("controlnet", f"controlnet: the {self.pipe.backend.name} backend does not run ControlNets "
                                            f"yet; load the model with backend='torch'")
-        prepared = prepare_units(units, job.params, job.first_seed, self.load)
+        prepared = prepare_units(units, job.params, job.first_seed, self.load, self.pipe.model_folders)
         job.infotext.update(infotext_entries(prepared))
         return prepared
 

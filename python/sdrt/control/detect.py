@@ -10,13 +10,14 @@ from .preprocessors import find_preprocessor
 
 
 def detect(module: str, image: np.ndarray, processor_res: float = -1, threshold_a: float = -1,
-           threshold_b: float = -1, mask: Optional[np.ndarray] = None, seed: int = 0) -> np.ndarray:
+           threshold_b: float = -1, mask: Optional[np.ndarray] = None, seed: int = 0, folders=None) -> np.ndarray:
     """The control map (H, W, 3|4) uint8 of `image` ((H, W, 3) uint8 RGB); KeyError for an unknown
-    module, ValueError when a module needs the mask and none is given."""
+    module, ValueError when a module needs the mask and none is given, FileNotFoundError (naming
+    file and folder) when a module's weight file is missing."""
     preprocessor = find_preprocessor(module)
     if preprocessor.needs_mask:
         if mask is None:
             raise ValueError(f"preprocessor {module} requires a mask")
         image = np.concatenate([image[..., :3], mask[..., None]], axis=2)
     resolution, a, b = preprocessor.settings(processor_res, threshold_a, threshold_b)
-    return preprocessor.run(image, resolution, a, b, np.random.RandomState(seed))
+    return preprocessor.run(image, resolution, a, b, np.random.RandomState(seed), folders=folders)

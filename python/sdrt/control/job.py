@@ -43,9 +43,10 @@ class PreparedUnit:
 
 
 def prepare_units(units: Sequence[ControlNetUnit], p: GenerationParams, seed: int,
-                  load: Callable[[str, str], tuple[object, str]]) -> list[PreparedUnit]:
+                  load: Callable[[str, str], tuple[object, str]], folders=None) -> list[PreparedUnit]:
     """The units that run (enabled, a model, weight > 0), in order. `load(model, field)` -> (the
-    ControlNetModel, its infotext title); `seed`: the job's first seed (the preprocessors' RNG)."""
+    ControlNetModel, its infotext title); `seed`: the job's first seed (the preprocessors' RNG);
+    `folders`: the model folders the preprocessors' weight files are found in."""
     prepared = []
     for i, unit in enumerate(units):
         if not unit.runs:
@@ -59,8 +60,9 @@ def prepare_units(units: Sequence[ControlNetUnit], p: GenerationParams, seed: in
             resolution = pixel_perfect_resolution(image.shape[:2], (p.height, p.width), resize_mode)
         rng = np.random.RandomState((seed + max(int(p.subseed), 0)) & 0xFFFFFFFF)
         try:
-            control_map = preprocessor.run(image if preprocessor.needs_mask else image[..., :3], resolution, a, b, rng)
-        except ValueError as e:
+            control_map = preprocessor.run(image if preprocessor.needs_mask else image[..., :3], resolution, a, b, rng,
+                                           folders=folders)
+        except (ValueError, FileNotFoundError) as e:
             raise ParamError(f"{where}.module", f"{where}.module={unit.module!r}: {e}") from e
         prepared.append(PreparedUnit(unit, controlnet, title, control_map, resize_mode, (resolution, a, b)))
     return prepared

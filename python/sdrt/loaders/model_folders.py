@@ -32,6 +32,8 @@ _DEFAULT_SUBDIRS = {
     "esrgan": os.path.join("models", "ESRGAN"),          # ESRGAN-family upscalers, listed by file name
     "realesrgan": os.path.join("models", "RealESRGAN"),  # the files behind A1111's "R-ESRGAN ..." labels
     "controlnet": os.path.join("models", "ControlNet"),  # single files and diffusers folders (sdrt.control)
+    # the preprocessors' weights, where the A1111 extension keeps them (<subfolder>/<file>)
+    "annotators": os.path.join("extensions", "sd-webui-controlnet", "annotator", "downloads"),
 }
 KINDS = tuple(_DEFAULT_SUBDIRS)
 
@@ -47,6 +49,7 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "esrgan": (".pth", ".pt", ".safetensors", ".onnx"),
     "realesrgan": (".pth", ".pt", ".safetensors", ".onnx"),
     "controlnet": (".safetensors", ".pth", ".pt", ".ckpt"),
+    "annotators": (".pth", ".pt", ".onnx", ".safetensors"),
 }
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -124,7 +127,7 @@ class ModelFolders:
             root = os.environ.get(ENV_ROOT) or os.getcwd()
         self.root = os.path.abspath(os.path.expanduser(os.fspath(root)))
         overrides = {"checkpoints": checkpoints, "lora": lora, "vae": vae, "embeddings": embeddings}
-        overrides.update(esrgan=None, realesrgan=None, controlnet=controlnet)
+        overrides.update(esrgan=None, realesrgan=None, controlnet=controlnet, annotators=None)
         self.folders: dict[str, str] = {}
         for kind, sub in _DEFAULT_SUBDIRS.items():
             given = overrides[kind]

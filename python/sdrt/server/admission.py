@@ -8,6 +8,8 @@ from typing import Callable
 
 GENERATION_PATHS = ("/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/extra-single-image",
                     "/sdapi/v1/extra-batch-images")  # what queues work for the worker
+# and the ControlNet preprocessor runs (worker threads): capped with them, so bodies cannot pile up
+ADMITTED_PATHS = GENERATION_PATHS + ("/controlnet/detect",)
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 

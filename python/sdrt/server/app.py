@@ -1,6 +1,7 @@
 """The FastAPI application: A1111's /sdapi/v1 routes (sdrt.server.routes) over one generation
-worker, plus health, assembled here with the server's state, error answers, lifespan and the
-middleware in front (body limit, admission, auth or Host check)."""
+worker, the ControlNet extension's /controlnet routes, plus health, assembled here with the
+server's state, error answers, lifespan and the middleware in front (body limit, admission, auth
+or Host check)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,11 +13,11 @@ from fastapi.routing import APIRoute
 
 from .. import __version__
 from . import errors
-from .admission import GENERATION_PATHS, AdmissionMiddleware, HostCheckMiddleware
+from .admission import ADMITTED_PATHS, AdmissionMiddleware, HostCheckMiddleware
 from .auth import BasicAuthMiddleware
 from .body_limit import BodyLimitMiddleware
 from .json_body import StrictJSONRoute
-from .routes import extras, generation, health, listings, options_models, progress
+from .routes import controlnet, extras, generation, health, listings, options_models, progress
 from .schemas import request_models
 from .state import ServerConfig, ServerState
 
@@ -33,7 +34,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     for exc_type, handler in errors.HANDLERS:
         app.add_exception_handler(exc_type, handler)
     routers = [generation.router(*request_models(config.limits)), progress.router, options_models.router,
-               listings.router, extras.router, health.router]
+               listings.router, extras.router, controlnet.router, health.router]
     for router in routers:
         _check_strict_json(router)
         app.include_router(router)
@@ -58,7 +59,7 @@ def _middleware(app: FastAPI, server: ServerState):
     asgi = BodyLimitMiddleware(app, config.limits.max_body_bytes)
     # generation requests past the queue (plus the one running and one being checked) are refused
     # before their bodies are read, so waiting clients cannot pile up bodies and decoded images
-    asgi = AdmissionMiddleware(asgi, GENERATION_PATHS, config.max_queue + 2, server.worker.queue_length)
+    asgi = AdmissionMiddleware(asgi, ADMITTED_PATHS, config.max_queue + 2, server.worker.queue_length)
     if config.credentials:
         asgi = BasicAuthMiddleware(asgi, config.credentials)
     elif config.allowed_hosts:

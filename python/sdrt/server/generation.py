@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from ..pipelines import GenerationParams, JobHooks
 from ..pipelines.params import ParamError, mode_defaults
@@ -54,6 +55,7 @@ class Prepared:
     model: dict = field(default_factory=dict)      # override_settings' sd_model_checkpoint / sd_vae
     restore: bool = True                           # override_settings_restore_afterwards
     option_overrides: dict = field(default_factory=dict)
+    control_key: Optional[str] = None              # where the ControlNet units came (alwayson_scripts.<key>)
 
 
 def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
@@ -76,14 +78,43 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
         values.update(_hires_values(req, manager))
     else:  # A1111 ignores the hires fields then (clients send their defaults, or "string")
         values.update(mode_defaults("txt2img"))
+    values["controlnet"], control_key = _controlnet_values(req, manager, limits, values)
     params = GenerationParams(**values)
     try:
         params.validate()
         if params.enable_hr:
             _check_hires_budget(params, manager, limits)
     except ParamError as e:
-        raise RequestError(("body", e.field), str(e)) from None
-    return Prepared(kind, req, params, model, req.override_settings_restore_afterwards, overrides)
+        raise RequestError(param_loc(e.field, control_key), str(e)) from None
+    return Prepared(kind, req, params, model, req.override_settings_restore_afterwards, overrides, control_key)
+
+
+def _controlnet_values(req, manager: ModelManager, limits: Limits, values: dict) -> tuple[list, Optional[str]]:
+    """(ControlNet units, the alwayson_scripts key they came under) (sdrt.server.controlnet)."""
+    from .controlnet import request_units, script_key
+
+    side = max(values["width"], values["height"])
+    if values.get("enable_hr"):  # the maps are fitted to the hires pass too
+        scaled = max(int(side * values.get("hr_scale", 1.0)), values.get("hr_resize_x", 0), values.get("hr_resize_y", 0))
+        side = min(max(side, scaled), limits.max_side)
+    init_images = values.get("init_images") or [None]
+    units = request_units(req, manager.folders, limits, side, init_images[0])
+    return units, script_key(req.alwayson_scripts or {})
+
+
+_UNIT_FIELD = re.compile(r"controlnet(?:\[(\d+)\])?((?:\.\w+)*)")
+
+
+def param_loc(field: Optional[str], control_key: Optional[str] = None) -> tuple:
+    """The 422 location of the field a ParamError names: "controlnet[i].x" (the units' checks) is
+    field x of unit i in alwayson_scripts.<key>.args, where the request sent it."""
+    match = _UNIT_FIELD.fullmatch(field or "")
+    if match is None:
+        return ("body", field) if field else ("body",)
+    loc = ("body", "alwayson_scripts", control_key or "ControlNet", "args")
+    if match[1] is None:
+        return loc
+    return loc + (int(match[1]), *[part for part in match[2].split(".") if part])
 
 
 def _hires_values(req, manager: ModelManager) -> dict:
@@ -147,9 +178,12 @@ def _refuse_unsupported(req) -> None:
     for seed_size in ("seed_resize_from_h", "seed_resize_from_w"):
         if getattr(req, seed_size) > 0:
             raise RequestError(("body", seed_size), "'resize seed from' is not supported by sdrt; use -1 or 0")
-    if req.alwayson_scripts:
-        script = next(iter(req.alwayson_scripts))
-        raise RequestError(("body", "alwayson_scripts", script), f"always-on script {script!r} is not available in sdrt")
+    from .controlnet import SCRIPT, other_scripts
+
+    others = other_scripts(req.alwayson_scripts or {})
+    if others:
+        raise RequestError(("body", "alwayson_scripts", others[0]), f"always-on script {others[0]!r} is not available "
+                                                                    f"in sdrt; available: {SCRIPT}")
 
 
 def _check_pixel_budgets(req, width: int, height: int, limits: Limits) -> None:

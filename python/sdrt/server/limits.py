@@ -20,6 +20,7 @@ class Limits:
     max_batch_pixels: int = 2 * 2048 * 2048   # width * height * batch_size: what one UNet pass holds
     max_output_pixels: int = 16 * 2048 * 2048  # width * height * batch_size * n_iter: the response's images
     max_body_bytes: int = 64 * 2**20       # a whole request body
+    max_controlnet_units: int = 10         # alwayson_scripts.ControlNet.args (the extension's UI allows 10)
 
     def __post_init__(self):
         for name, value in self.__dict__.items():

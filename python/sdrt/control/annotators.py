@@ -1,0 +1,35 @@
+"""The preprocessors' weight files ("annotators"): the user's own copies, never downloaded, looked
+up where the A1111 extension keeps them: <models root>/extensions/sd-webui-controlnet/annotator/
+downloads/<subfolder>/<file> (the "annotators" kind of sdrt.loaders.model_folders)."""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Callable, Optional
+
+from ..loaders.model_folders import ModelFolders
+
+_cache: dict = {}
+_lock = threading.Lock()
+
+
+class MissingAnnotatorError(FileNotFoundError):
+    """A preprocessor's weight file is not where it is looked for; the message names file and folder."""
+
+
+def annotator_file(folders: Optional[ModelFolders], subfolder: str, filename: str) -> str:
+    folder = os.path.join((folders or ModelFolders()).folder("annotators"), subfolder)
+    path = os.path.join(folder, filename)
+    if not os.path.isfile(path):
+        raise MissingAnnotatorError(f"{filename} is needed by this preprocessor and is not in {folder}; sdrt never "
+                                    f"downloads weights: copy your file there (see docs/controlnet.md)")
+    return path
+
+
+def cached(path: str, build: Callable[[str], object]) -> object:
+    """`build(path)` once per (file, modification time): loaded networks are kept between calls."""
+    key = (os.path.realpath(path), os.path.getmtime(path))
+    with _lock:
+        if key not in _cache:
+            _cache[key] = build(path)
+        return _cache[key]
