@@ -63,9 +63,10 @@ def _generate(pipe, prompt: str, case: ControlCase, unit, steps: int, cfg_scale:
 
 
 def run_control_acceptance(pipe, kind: str, model: str, *, steps: int = 20, cfg_scale: float = 5.0,
-                           sampler: str = "Euler a") -> dict:
+                           sampler: str = "Euler a", cases=None) -> dict:
+    """`cases`: a subset of control_cases() (default: all 18 held-out triples, 3 seeds each)."""
     started, rows = time.perf_counter(), []
-    for case in control_cases():
+    for case in cases if cases is not None else control_cases():
         colour, shape = case.spec.colour, case.spec.shape
         at_p1 = data.ShapeSpec(shape, colour, case.spec.size, case.prompt_position)
         placed = _generate(pipe, f"a {colour} {shape}", case, control_unit(kind, model, case), steps, cfg_scale, sampler)
