@@ -1,8 +1,8 @@
 """The sd-webui-controlnet extension's side of the API: units sent as
 `alwayson_scripts: {"ControlNet": {"args": [unit, ...]}}` with txt2img / img2img, checked here
 before the job is queued (images decoded under the server's limits, model names resolved only
-inside the model folders), and what its /controlnet/* routes answer (API version 3; facts in
-docs/dev/controlnet-extension-facts.md sections 5 and 7).
+inside the model folders), and its model_list (the other /controlnet/* answers:
+sdrt.server.controlnet_api; facts in docs/dev/controlnet-extension-facts.md sections 5 and 7).
 
 The units themselves are checked by sdrt.control.units (the pipeline's parse); the server only
 turns base64 into images, names into files of its own folders, and refuses what its limits do not
@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from PIL import Image
 
-from ..control.models import NO_MODEL, SHIPPED_CONTROLNETS, list_controlnets
+from ..control.models import NO_MODEL, SHIPPED_CONTROLNETS, list_controlnets, shipped_controlnet_path
 from ..control.preprocessors import find_preprocessor
 from ..loaders.model_folders import ModelFolders, UnsafeModelNameError
 from .generation import RequestError
@@ -44,8 +44,8 @@ def request_units(req, folders: Optional[ModelFolders], limits: Limits, side: in
                   init_image: Optional[Image.Image] = None) -> list[dict]:
     """The units of `req` for GenerationParams(controlnet=...): copies of the client's dicts with
     their images decoded (PIL) and their models resolved in `folders` (a path, or a shipped name).
-    `side`: the generation's longest side (of the hires pass too); `init_image`: img2img's first (what a unit without
-    an image uses). Raises RequestError naming the field."""
+    `side`: the generation's longest side (the hires pass's too); `init_image`: img2img's first,
+    what a unit without an image uses. Raises RequestError naming the field."""
     key = script_key(req.alwayson_scripts or {})
     if key is None:
         return []
@@ -53,16 +53,17 @@ def request_units(req, folders: Optional[ModelFolders], limits: Limits, side: in
     script = req.alwayson_scripts[key]
     args = script.get("args") if isinstance(script, dict) else None
     if not isinstance(script, dict) or not isinstance(args, list):
-        raise RequestError(loc + ("args",), f"alwayson_scripts.{key}.args={_short(args)}; expected a list of units "
+        raise RequestError(loc + ("args",), f"{where(loc + ('args',))}={_short(args)}; expected a list of units "
                                             f"(dicts with the ControlNet extension's fields)")
     if len(args) > limits.max_controlnet_units:
-        raise RequestError(loc + ("args",), f"{len(args)} ControlNet units; at most {limits.max_controlnet_units}")
+        raise RequestError(loc + ("args",), f"{where(loc + ('args',))}: {len(args)} units; at most "
+                                            f"{limits.max_controlnet_units}")
     budget = [limits.max_input_pixels]
     units = []
     for i, unit in enumerate(args):
         if not isinstance(unit, dict):
-            raise RequestError(loc + ("args", i), f"alwayson_scripts.{key}.args[{i}]={_short(unit)}; expected a dict "
-                                                  f"of unit fields")
+            raise RequestError(loc + ("args", i), f"{where(loc + ('args', i))}={_short(unit)}; expected a dict of "
+                                                  f"unit fields")
         units.append(_unit(unit, loc + ("args", i), folders, limits, budget))
         _check_runs(units[-1], loc + ("args", i), init_image, side, limits)
     return units
@@ -79,16 +80,16 @@ def _unit(unit: dict, loc: tuple, folders: Optional[ModelFolders], limits: Limit
         if key in out:
             out[key] = _decoded(out[key], loc + (key,), limits, budget)
     model = out.get("model")
-    if enabled(out) and isinstance(model, str) and model.strip() not in NO_MODEL:
+    if enabled(out) and isinstance(model, str) and model not in NO_MODEL:
         out["model"] = resolve_model(model, folders, loc + ("model",))
     return out
 
 
 def enabled(unit: dict) -> bool:
-    """Whether a unit dict is enabled (sdrt's units default to enabled; invalid values are left to
-    the unit checks)."""
+    """Whether a unit dict is enabled, as the unit checks read it (true, 1 or 1.0; sdrt's units
+    default to enabled): every unit the pipeline may run has its model resolved here."""
     value = unit.get("enabled", True)
-    return value is True or (type(value) is int and value == 1)
+    return isinstance(value, (bool, int, float)) and value == 1
 
 
 def _image_field(value: Any, loc: tuple, limits: Limits, budget: list) -> Any:
@@ -111,7 +112,8 @@ def _decoded(value: Any, loc: tuple, limits: Limits, budget: list) -> Any:
     image = decode_image(value, loc, limits)
     budget[0] -= image.width * image.height
     if budget[0] < 0:
-        raise RequestError(loc, f"the ControlNet images hold more than {limits.max_input_pixels} pixels together")
+        raise RequestError(loc, f"{where(loc)}: the ControlNet images hold more than {limits.max_input_pixels} "
+                                f"pixels together")
     return image
 
 
@@ -119,12 +121,12 @@ def _check_runs(unit: dict, loc: tuple, init_image: Optional[Image.Image], side:
     """A unit that runs has an image (txt2img has no init image to fall back on), and its control
     maps (the preprocessor's, and the map fitted to the generation) stay under the pixel limit."""
     model = unit.get("model")
-    if not enabled(unit) or not isinstance(model, str) or model.strip() in NO_MODEL or unit.get("weight", 1) == 0:
+    if not enabled(unit) or not isinstance(model, str) or model in NO_MODEL or unit.get("weight", 1) == 0:
         return
     image = _unit_image(unit)
     image = init_image if image is None else image
     if image is None:
-        raise RequestError(loc + ("image",), "image: none given; a ControlNet unit of txt2img needs a control image")
+        raise RequestError(loc + ("image",), f"{where(loc)}.image: none given; a txt2img unit needs a control image")
     if isinstance(image, Image.Image):
         check_map_size(image.size, max(_resolution(unit), side), loc + ("image",), limits)
 
@@ -157,8 +159,8 @@ def check_map_size(image_size: tuple[int, int], side: int, loc: tuple, limits: L
     width, height = image_size
     short, long = min(width, height), max(width, height)
     if side and side * side * long > limits.max_image_pixels * short:
-        raise RequestError(loc, f"image of {width}x{height}: its control map at {side} pixels on the short side would "
-                                f"exceed {limits.max_image_pixels} pixels; send a less elongated image")
+        raise RequestError(loc, f"{where(loc)}: {width}x{height}; its control map at {side} pixels on the short side "
+                                f"would exceed {limits.max_image_pixels} pixels; send a less elongated image")
 
 
 def resolve_model(name: str, folders: Optional[ModelFolders], loc: tuple) -> str:
@@ -167,9 +169,11 @@ def resolve_model(name: str, folders: Optional[ModelFolders], loc: tuple) -> str
     then the shortest name containing it). Never a path outside the folder."""
     bare = _HASH_SUFFIX.sub("", name.strip())
     if bare in SHIPPED_CONTROLNETS:
+        if not os.path.isfile(os.path.join(shipped_controlnet_path(bare), "config.json")):
+            raise RequestError(loc, f"{where(loc)}={name!r}: the shipped weights are not installed with this sdrt")
         return bare
     if folders is None:
-        raise RequestError(loc, f"model={name!r}: unknown; the server has no --models-dir, so only "
+        raise RequestError(loc, f"{where(loc)}={name!r}: unknown; the server has no --models-dir, so only "
                                 f"{', '.join(SHIPPED_CONTROLNETS)} are available")
     candidates = _folder_models(folders)
     try:
@@ -177,14 +181,16 @@ def resolve_model(name: str, folders: Optional[ModelFolders], loc: tuple) -> str
         if path in candidates.values():
             return path
     except UnsafeModelNameError as e:
-        raise RequestError(loc, f"model={name!r}: {e}") from None
+        raise RequestError(loc, f"{where(loc)}={name!r}: {e}") from None
     except ValueError:
         pass
     wanted = bare.lower()
-    found = candidates.get(wanted) or next((candidates[k] for k in sorted(candidates, key=len) if wanted in k), None)
+    found = candidates.get(wanted)
+    if found is None and wanted:  # as the extension does: the shortest name containing it
+        found = next((candidates[k] for k in sorted(candidates, key=len) if wanted in k), None)
     if found is None:
         valid = ", ".join(model_list(folders)) or "none"
-        raise RequestError(loc, f"model={name!r}: not found in {folders.folder('controlnet')}; valid: {valid}")
+        raise RequestError(loc, f"{where(loc)}={name!r}: not found in {folders.folder('controlnet')}; valid: {valid}")
     return found
 
 
@@ -209,6 +215,15 @@ def _folder_models(folders: ModelFolders) -> dict[str, str]:
 def model_list(folders: Optional[ModelFolders]) -> list[str]:
     """The extension's model_list (no "None"): the shipped toy ControlNets, then models/ControlNet."""
     return list_controlnets(folders) if folders is not None else list(SHIPPED_CONTROLNETS)
+
+
+def where(loc: tuple) -> str:
+    """A location as text: ("body", "alwayson_scripts", "ControlNet", "args", 0, "image") ->
+    "alwayson_scripts.ControlNet.args[0].image"."""
+    text = ""
+    for part in loc[1:]:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
 
 
 def _short(value: Any) -> str:

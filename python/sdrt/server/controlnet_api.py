@@ -1,15 +1,21 @@
 """What the extension's /controlnet/* routes answer: the module list with its sliders, the control
 types (facts section 7 of docs/dev/controlnet-extension-facts.md) and /controlnet/detect, which
-runs one preprocessor on each image (in a worker thread: OpenCV work, no model)."""
+runs one preprocessor on each image: checked and decoded in the request's thread, run by the
+generation worker (model-based preprocessors share the device with generation)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from PIL import Image
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from ..control.detect import detect
 from ..control.image_resize import hwc3
 from ..control.preprocessors import Preprocessor, control_tags, find_preprocessor, sorted_preprocessors
-from .controlnet import API_VERSION, UNIT_COUNT, check_map_size
+from ..loaders.model_folders import ModelFolders
+from .controlnet import API_VERSION, UNIT_COUNT, check_map_size, where
 from .generation import RequestError
 from .images import decode_image, encode_png
 from .limits import Limits
@@ -74,25 +80,46 @@ class DetectError(ValueError):
     """A detect request the extension refuses: 422 with its `detail` text."""
 
 
-def detect_images(req: DetectRequest, limits: Limits) -> list[str]:
-    """The control maps of the request's images as base64 PNGs (raises DetectError with the
+@dataclass(frozen=True)
+class DetectJob:
+    """A checked detect request: its module and decoded images (with their masks)."""
+    module: str
+    images: list  # (H, W, 3) uint8 RGB
+    masks: list   # (H, W) uint8 or None, per image
+    settings: tuple  # (processor_res, threshold_a, threshold_b) as sent
+
+
+def prepare_detect(req: DetectRequest, limits: Limits) -> DetectJob:
+    """The request checked and its images decoded under the limits (raises DetectError with the
     extension's messages, RequestError / ImageInputError naming a field)."""
     preprocessor = _checked(req, limits)
-    resolution, a, b = preprocessor.settings(req.controlnet_processor_res, req.controlnet_threshold_a,
-                                             req.controlnet_threshold_b)
-    images, total = [], 0
+    resolution = preprocessor.settings(req.controlnet_processor_res, -1, -1)[0] if preprocessor.uses_resolution else 0
+    images, masks, total = [], [], 0
     for i, data in enumerate(req.controlnet_input_images):
-        image = decode_image(data, ("body", "controlnet_input_images", i), limits)
+        loc = ("body", "controlnet_input_images", i)
+        image = decode_image(data, loc, limits)
         total += image.width * image.height
         if total > limits.max_input_pixels:
-            raise RequestError(("body", "controlnet_input_images", i), f"the images hold more than "
-                                                                       f"{limits.max_input_pixels} pixels together")
-        if preprocessor.uses_resolution:
-            check_map_size(image.size, resolution, ("body", "controlnet_input_images", i), limits)
-        images.append(_with_mask(_rgb(image), req, i, preprocessor, limits))
-    rng = np.random.RandomState(0)
-    return [encode_png(Image.fromarray(_display(preprocessor.run(image, resolution, a, b, rng))), None)
-            for image in images]
+            raise RequestError(loc, f"{where(loc)}: the images hold more than {limits.max_input_pixels} pixels "
+                                    f"together")
+        check_map_size(image.size, resolution, loc, limits)
+        images.append(_rgb(image))
+        masks.append(_mask(req, i, images[-1].shape[:2], preprocessor, limits))
+    return DetectJob(req.controlnet_module, images, masks,
+                     (req.controlnet_processor_res, req.controlnet_threshold_a, req.controlnet_threshold_b))
+
+
+def run_detect(job: DetectJob, folders: Optional[ModelFolders]) -> list[str]:
+    """In the worker thread (model-based preprocessors share the device): the control maps as
+    base64 PNGs; a preprocessor's missing weight file is a DetectError naming it."""
+    out = []
+    for image, mask in zip(job.images, job.masks):
+        try:
+            control_map = detect(job.module, image, *job.settings, mask=mask, seed=0, folders=folders)
+        except (FileNotFoundError, ValueError) as e:  # a weight file missing, an image the module cannot take
+            raise DetectError(str(e)) from None
+        out.append(encode_png(Image.fromarray(_display(control_map)), None))
+    return out
 
 
 def _checked(req: DetectRequest, limits: Limits) -> Preprocessor:
@@ -118,18 +145,17 @@ def _rgb(image: Image.Image) -> np.ndarray:
     return hwc3(np.asarray(image.convert("RGBA" if has_alpha else "RGB")))
 
 
-def _with_mask(rgb: np.ndarray, req: DetectRequest, i: int, preprocessor: Preprocessor,
-               limits: Limits) -> np.ndarray:
-    """The image with mask i's first channel as a fourth channel, for modules that take a mask
-    (the others ignore masks, as the extension does)."""
+def _mask(req: DetectRequest, i: int, shape: tuple, preprocessor: Preprocessor, limits: Limits) -> Optional[np.ndarray]:
+    """Mask i's first channel for modules that take a mask (the others ignore masks, as the
+    extension does)."""
     if not preprocessor.needs_mask or i >= len(req.controlnet_masks):
-        return rgb
+        return None
     loc = ("body", "controlnet_masks", i)
     mask = np.asarray(decode_image(req.controlnet_masks[i], loc, limits).convert("RGB"))[..., 0]
-    if mask.shape != rgb.shape[:2]:
-        raise RequestError(loc, f"mask is {mask.shape[1]}x{mask.shape[0]}, its image {rgb.shape[1]}x{rgb.shape[0]}; "
+    if mask.shape != shape:
+        raise RequestError(loc, f"{where(loc)}: {mask.shape[1]}x{mask.shape[0]}, its image {shape[1]}x{shape[0]}; "
                                 f"they must match")
-    return np.concatenate([rgb, mask[..., None]], axis=2)
+    return mask
 
 
 def _display(control_map: np.ndarray) -> np.ndarray:

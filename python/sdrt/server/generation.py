@@ -85,7 +85,7 @@ def prepare(kind: str, req, manager: ModelManager, limits: Limits) -> Prepared:
         if params.enable_hr:
             _check_hires_budget(params, manager, limits)
     except ParamError as e:
-        raise RequestError(param_loc(e.field, control_key), str(e)) from None
+        raise RequestError(param_loc(e.field, control_key), param_message(e, control_key)) from None
     return Prepared(kind, req, params, model, req.override_settings_restore_afterwards, overrides, control_key)
 
 
@@ -115,6 +115,14 @@ def param_loc(field: Optional[str], control_key: Optional[str] = None) -> tuple:
     if match[1] is None:
         return loc
     return loc + (int(match[1]), *[part for part in match[2].split(".") if part])
+
+
+def param_message(error: ValueError, control_key: Optional[str] = None) -> str:
+    """The error's message, a unit's "controlnet[i]" written as where the request sent it."""
+    text = str(error)
+    if text.startswith("controlnet[") or text.startswith("controlnet."):
+        text = f"alwayson_scripts.{control_key or 'ControlNet'}.args" + text[len("controlnet"):]
+    return text
 
 
 def _hires_values(req, manager: ModelManager) -> dict:

@@ -1,14 +1,18 @@
 """The sd-webui-controlnet extension's routes (API version 3): version, model_list, module_list,
-control_types, settings and detect. Its units ride on txt2img / img2img (sdrt.server.controlnet)."""
+control_types, settings and detect. Its units ride on txt2img / img2img (sdrt.server.controlnet).
+
+(No `from __future__ import annotations` here: FastAPI reads the annotations at run time.)"""
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from .. import controlnet, controlnet_api
 from ..controlnet_api import DetectError, DetectRequest
 from ..errors import json_answer
 from ..json_body import StrictJSONRoute
 from ..state import Server
+from ..worker import Cancelled
 
 router = APIRouter(route_class=StrictJSONRoute)
 
@@ -41,10 +45,16 @@ async def settings() -> dict:
 
 
 @router.post("/controlnet/detect")
-async def detect(req: DetectRequest, server: Server):
-    """{"info": "Success", "images": [base64 PNG, ...]}; the extension's 422 details otherwise."""
+async def detect(req: DetectRequest, request: Request, server: Server):
+    """{"info": "Success", "images": [base64 PNG, ...]}; the extension's 422 details otherwise.
+    Checked and decoded here, run by the worker (model-based preprocessors use the device)."""
     try:
-        images = await asyncio.to_thread(controlnet_api.detect_images, req, server.limits)
+        job_input = await asyncio.to_thread(controlnet_api.prepare_detect, req, server.limits)
+        folders = server.manager.folders
+        job = server.worker.submit("detect", lambda job, w: controlnet_api.run_detect(job_input, folders))
+        images = await server.wait_for(job, request)
     except DetectError as e:
         return json_answer({"detail": str(e)}, 422)
+    except Cancelled:
+        return Response(status_code=499)
     return {"info": "Success", "images": images}

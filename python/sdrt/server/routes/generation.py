@@ -45,7 +45,8 @@ async def generate(kind: str, req, request: Request, server: ServerState):
     except Cancelled:
         return Response(status_code=499)  # nobody is listening; what A1111's proxies log
     except ValueError as e:  # the pipeline's own checks name the field (ParamError.field) or in the message
-        return unprocessable(generation.param_loc(getattr(e, "field", None), prepared.control_key), str(e))
+        key = prepared.control_key
+        return unprocessable(generation.param_loc(getattr(e, "field", None), key), generation.param_message(e, key))
     except generation.ModelUnavailable as e:
         return json_answer({"detail": str(e)}, 503, {"Retry-After": "30"})
     except MemoryError as e:
