@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -94,7 +94,3 @@ def model_title(path: str) -> str:
 
 def infotext_entries(prepared: Sequence[PreparedUnit]) -> dict:
     return {f"ControlNet {i}": unit.infotext for i, unit in enumerate(prepared)}
-
-
-def first_image_size(prepared: Sequence[PreparedUnit]) -> Optional[tuple[int, int]]:
-    return prepared[0].control_map.shape[:2] if prepared else None
