@@ -3,7 +3,7 @@ sliders (defaults and ranges) and control-type tags. One table: the API's module
 module_detail and control_types, the unit checks and /controlnet/detect all read it."""
 from __future__ import annotations
 
-from . import depth_onnx, dwpose, hed, lineart, lineart_anime, model_free, pidinet, seg_onnx
+from . import depth_onnx, dwpose, hed, lineart, lineart_anime, model_free, openpose, pidinet, seg_onnx
 from .base import RESOLUTION, Preprocessor, Slider  # noqa: F401  (the table's types, public here)
 
 _P = Preprocessor
@@ -28,7 +28,7 @@ PREPROCESSORS: tuple[Preprocessor, ...] = (
     _P("shuffle", "shuffle", model_free.shuffle, tags=("Shuffle",)),
     # model-based: the user's weight files (sdrt.control.annotators)
     *hed.PREPROCESSORS, *pidinet.PREPROCESSORS, *lineart.PREPROCESSORS, *lineart_anime.PREPROCESSORS,
-    *dwpose.PREPROCESSORS, *depth_onnx.PREPROCESSORS, *seg_onnx.PREPROCESSORS,
+    *openpose.PREPROCESSORS, *dwpose.PREPROCESSORS, *depth_onnx.PREPROCESSORS, *seg_onnx.PREPROCESSORS,
 )
 _BY_KEY = {**{p.name: p for p in PREPROCESSORS}, **{p.label: p for p in PREPROCESSORS}}
 

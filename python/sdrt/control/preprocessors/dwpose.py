@@ -23,15 +23,10 @@ Flow (the extension's `dw_openpose_full`, which feeds the padded RGB image as is
    inserted at 17, the 18 body points reordered from COCO to OpenPose order; body 0..17, face
    24..91 (+ the two eyes, 70 points), left hand 92..112, right hand 113..133; points scoring
    below 0.3 are missing.
-5. Drawn on a black canvas of the padded size (`draw_poses`), unpadded.
-
-`draw_poses` is this module's own rendering of the extension's OpenPose drawing rules (limb
-ellipses at 60% colour, 18 coloured joints, HSV-coloured hand edges, red hand joints, white face
-dots); the openpose/ package's drawing can replace it (same `Pose` input, pixel coordinates)."""
+5. Drawn as the extension draws OpenPose skeletons (openpose.draw) on a black canvas of the
+   padded size, unpadded."""
 from __future__ import annotations
 
-import colorsys
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -42,6 +37,7 @@ from ..cv import cv2
 from ..image_resize import resize_with_pad
 from .base import Preprocessor
 from .depth_onnx import IOSpec, input_dtype, onnx_session
+from .openpose.draw import draw_poses
 
 SUBFOLDER = "openpose"
 DETECTOR_FILE, POSE_FILE = "yolox_l.onnx", "dw-ll_ucoco_384.onnx"
@@ -257,83 +253,10 @@ def pose_dicts(poses: list[Pose]) -> list[dict]:
              "face": points(p.face)} for p in poses]
 
 
-# -- drawing (replaceable by the openpose/ package's draw module) -----------------------------
-
-_LIMBS = ((2, 3), (2, 6), (3, 4), (4, 5), (6, 7), (7, 8), (2, 9), (9, 10), (10, 11), (2, 12), (12, 13),
-          (13, 14), (2, 1), (1, 15), (15, 17), (1, 16), (16, 18))  # 1-based OpenPose joints
-_BODY_COLOURS = ((255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0),
-                 (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
-                 (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85))
-_HAND_EDGES = tuple((0, 4 * f + j + 1) if j == 0 else (4 * f + j, 4 * f + j + 1) for f in range(5) for j in range(4))
-_EPS = 0.01
-
-
-def _scale(points: list, canvas: np.ndarray) -> tuple[float, float]:
-    """(W, H) multipliers: the canvas size when every present point lies in [0, 1] (normalised
-    coordinates), else 1 (pixels)."""
-    present = [k for k in points if k is not None]
-    if present and all(abs(k.x) <= 1 and abs(k.y) <= 1 for k in present):
-        return float(canvas.shape[1]), float(canvas.shape[0])
-    return 1.0, 1.0
-
-
-def _draw_body(canvas: np.ndarray, body: list) -> None:
-    sw, sh = _scale(body, canvas)
-    for (a, b), colour in zip(_LIMBS, _BODY_COLOURS):
-        p, q = body[a - 1], body[b - 1]
-        if p is None or q is None:
-            continue
-        xs, ys = np.array([p.x, q.x]) * sw, np.array([p.y, q.y]) * sh
-        length = math.hypot(xs[0] - xs[1], ys[0] - ys[1])
-        angle = math.degrees(math.atan2(ys[0] - ys[1], xs[0] - xs[1]))
-        poly = cv2().ellipse2Poly((int(xs.mean()), int(ys.mean())), (int(length / 2), 4), int(angle), 0, 360, 1)
-        cv2().fillConvexPoly(canvas, poly, [int(c * 0.6) for c in colour])
-    for k, colour in zip(body, _BODY_COLOURS):
-        if k is not None:
-            cv2().circle(canvas, (int(k.x * sw), int(k.y * sh)), 4, colour, thickness=-1)
-
-
-def _draw_hand(canvas: np.ndarray, hand: Part) -> None:
-    if not hand:
-        return
-    sw, sh = _scale(hand, canvas)
-    for i, (a, b) in enumerate(_HAND_EDGES):
-        p, q = hand[a], hand[b]
-        if p is None or q is None:
-            continue
-        x1, y1, x2, y2 = int(p.x * sw), int(p.y * sh), int(q.x * sw), int(q.y * sh)
-        if min(x1, y1, x2, y2) > _EPS:
-            colour = [c * 255 for c in colorsys.hsv_to_rgb(i / len(_HAND_EDGES), 1.0, 1.0)]
-            cv2().line(canvas, (x1, y1), (x2, y2), colour, thickness=2)
-    for k in hand:
-        if k is not None and int(k.x * sw) > _EPS and int(k.y * sh) > _EPS:
-            cv2().circle(canvas, (int(k.x * sw), int(k.y * sh)), 4, (0, 0, 255), thickness=-1)
-
-
-def _draw_face(canvas: np.ndarray, face: Part) -> None:
-    if not face:
-        return
-    sw, sh = _scale(face, canvas)
-    for k in face:
-        if k is not None and int(k.x * sw) > _EPS and int(k.y * sh) > _EPS:
-            cv2().circle(canvas, (int(k.x * sw), int(k.y * sh)), 3, (255, 255, 255), thickness=-1)
-
-
-def draw_poses(poses: list[Pose], height: int, width: int) -> np.ndarray:
-    """(height, width, 3) uint8 RGB: each person's body, left hand, right hand, then face, in order."""
-    canvas = np.zeros((height, width, 3), np.uint8)
-    for pose in poses:
-        _draw_body(canvas, pose.body)
-        _draw_hand(canvas, pose.left_hand)
-        _draw_hand(canvas, pose.right_hand)
-        _draw_face(canvas, pose.face)
-    return canvas
-
-
 def dw_openpose_full(image: np.ndarray, resolution: int, a: float, b: float, rng=None, folders=None) -> np.ndarray:
     padded, unpad = resize_with_pad(image, resolution)
     poses = detect_poses(padded, folders)
-    return unpad(draw_poses(poses, *padded.shape[:2]))
+    return unpad(draw_poses(pose_dicts(poses), *padded.shape[:2]))
 
 
 PREPROCESSORS: tuple[Preprocessor, ...] = (
