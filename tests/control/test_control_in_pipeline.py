@@ -96,3 +96,22 @@ def test_errors_name_the_field(toy_pipe, random_controlnets):
     with pytest.raises(ParamError, match=r"controlnet\[1\]\.model='no_such_controlnet'"):
         toy_pipe.txt2img("a red circle", steps=2, controlnet=[_unit(random_controlnets[0]),
                                                                _unit("no_such_controlnet")])
+
+
+def test_hires_pass_reuses_the_first_pass_map(toy_pipe, random_controlnets, monkeypatch):
+    from sdrt.control.preprocessors import model_free
+
+    calls = []
+    original = model_free.canny_edges
+    monkeypatch.setattr(model_free, "canny_edges", lambda image, *a: calls.append(image.shape[:2]) or original(image, *a))
+    result = toy_pipe.txt2img("a red circle", seed=1, steps=3, enable_hr=True, hr_scale=2, denoising_strength=0.5,
+                              controlnet=[_unit(random_controlnets[0], pixel_perfect=True)])
+    assert result.images[0].size == (128, 128) and calls == [(64, 64)]  # once, at the first pass's pixel-perfect size
+
+
+def test_a_bad_model_file_is_a_param_error(toy_pipe, tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(ParamError) as e:
+        toy_pipe.txt2img("a red circle", steps=2, controlnet=[_unit(str(bad))])
+    assert e.value.field == "controlnet[0].model"

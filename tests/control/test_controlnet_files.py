@@ -109,3 +109,14 @@ def test_a_diffusers_keyed_single_file_loads(toy_pipe, random_controlnets, tmp_p
         b = loaded(x, t, ctx, hint, return_dict=False)
     for u, v in zip(list(a[0]) + [a[1]], list(b[0]) + [b[1]]):
         assert torch.equal(u, v)
+
+
+def test_shuffle_files_pool_globally_and_control_loras_are_refused(files, tmp_path):
+    shuffle = tmp_path / "control_v11e_tiny_shuffle.pth"
+    shuffle.write_bytes(open(files["pth"], "rb").read())
+    assert load_controlnet(str(shuffle)).config.global_pool_conditions
+    assert not load_controlnet(files["pth"]).config.global_pool_conditions
+    lora = tmp_path / "control-lora-canny-rank128.safetensors"
+    save_file({"lora_controlnet": torch.zeros(1), "input_hint_block.0.weight": torch.zeros(16, 3, 3, 3)}, str(lora))
+    with pytest.raises(ModelFileError, match="control-LoRA"):
+        load_controlnet(str(lora))

@@ -106,3 +106,16 @@ def test_module_order_and_labels():
     assert find_preprocessor("inpaint_global_harmonious").name == "inpaint"
     with pytest.raises(KeyError):
         find_preprocessor("nope")
+
+
+def test_black_and_white_maps_stay_black_and_white_when_resized():
+    edges = find_preprocessor("canny").run(_square(), 64, 100, 200)
+    for mode, size in (("Crop and Resize", (96, 96)), ("Just Resize", (40, 56))):
+        out = fit_to_size(edges, *size, mode)
+        assert set(np.unique(out)) <= {0, 255} and out.max() == 255
+
+
+def test_hidden_resolution_sliders():
+    assert [s.name for s in find_preprocessor("invert").sliders()] == []
+    assert find_preprocessor("shuffle").settings(768, -1, -1)[0] == 512   # shuffle always 512
+    assert [s.name for s in find_preprocessor("canny").sliders()] == ["Resolution", "Low Threshold", "High Threshold"]

@@ -74,3 +74,20 @@ def test_soft_weights_follow_the_extension():
     assert residual_scales(ControlNetUnit(weight=0.5), 5) == (0.5,) * 5
     assert residual_scales(ControlNetUnit(weight=1.0, control_mode="ControlNet is more important"), 5) == \
         pytest.approx([0.825 ** k for k in (12, 11, 10, 9, 8)])
+
+
+@pytest.mark.parametrize("field,value", [("hr_option", "High res only"), ("advanced_weighting", [1.0] * 13),
+                                         ("input_mode", "batch"), ("inpaint_crop_input_image", False)])
+def test_fields_of_missing_features_are_refused_unless_default(field, value):
+    with pytest.raises(ParamError) as e:
+        parse_units([{field: value}])
+    assert e.value.field == f"controlnet[0].{field}"
+    parse_units([{field: {"hr_option": "Both", "advanced_weighting": None, "input_mode": "simple",
+                          "inpaint_crop_input_image": True}[field]}])
+
+
+def test_hires_pass_forces_soft_weights_for_canny_only():
+    """The extension's hires rule: canny and mlsd units take the soft weights there, even Balanced."""
+    canny, depth = ControlNetUnit(module="canny"), ControlNetUnit(module="depth")
+    assert residual_scales(canny, 13, hires=True) == pytest.approx(soft_weights(1.0, 13))
+    assert residual_scales(canny, 13) == (1.0,) * 13 and residual_scales(depth, 13, hires=True) == (1.0,) * 13

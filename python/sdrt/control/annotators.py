@@ -18,7 +18,15 @@ class MissingAnnotatorError(FileNotFoundError):
 
 
 def annotator_file(folders: Optional[ModelFolders], subfolder: str, filename: str) -> str:
-    folder = os.path.join((folders or ModelFolders()).folder("annotators"), subfolder)
+    """The path of a preprocessor's weight file in `folders` (default: $SDRT_MODELS_ROOT's)."""
+    from .models import configured_folders
+
+    folders = folders or configured_folders()
+    if folders is None:
+        raise MissingAnnotatorError(f"{filename} is needed by this preprocessor and no models folder is set "
+                                    f"(models_dir=, --models-dir or SDRT_MODELS_ROOT) to find it in "
+                                    f"extensions/sd-webui-controlnet/annotator/downloads/{subfolder}/")
+    folder = os.path.join(folders.folder("annotators"), subfolder)
     path = os.path.join(folder, filename)
     if not os.path.isfile(path):
         raise MissingAnnotatorError(f"{filename} is needed by this preprocessor and is not in {folder}; sdrt never "

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
+import torch
+
 from ..pipelines.params import ParamError
 from .job import PreparedUnit, infotext_entries, model_title, prepare_units
 from .models import SHIPPED_CONTROLNETS, controlnet_path, load_controlnet
 from .residuals import ControlNetInputs
 from .units import parse_units
+
+KEEP = 2  # ControlNets kept loaded per pipeline
 
 
 class PipelineControl:
@@ -37,9 +41,15 @@ class PipelineControl:
             raise ParamError(field, f"{field}={name!r}: {e}") from e
         key = (os.path.realpath(path), os.path.getmtime(path))
         if key not in self._loaded:
-            model = load_controlnet(path)
+            try:
+                model = load_controlnet(path, dtype=getattr(self.pipe.backend, "dtype", torch.float32))
+            except (ValueError, KeyError, OSError, RuntimeError) as e:
+                raise ParamError(field, f"{field}={name!r}: {e}") from e
             self._check_fits(model, name, field)
             title = name if name in SHIPPED_CONTROLNETS else model_title(path)
+            # the extension keeps two ControlNets loaded; so does this (and drops replaced files)
+            for old in [k for k in self._loaded if k[0] == key[0]] + list(self._loaded)[:-(KEEP - 1) or None]:
+                self._loaded.pop(old, None)
             self._loaded[key] = (model, title)
         return self._loaded[key]
 
@@ -52,9 +62,9 @@ class PipelineControl:
             raise ParamError(field, f"{field}={name!r}: a ControlNet for {got}-wide text conditioning does not fit "
                                     f"this {self.pipe.info.family} model ({want}-wide)")
 
-    def inputs(self, prepared: Sequence[PreparedUnit], run_steps: int, width: int,
-               height: int) -> Optional[ControlNetInputs]:
+    def inputs(self, prepared: Sequence[PreparedUnit], run_steps: int, width: int, height: int,
+               hires: bool = False) -> Optional[ControlNetInputs]:
         """The ExtraInput of one sampler run of `run_steps` steps at `width` x `height`."""
         if not prepared:
             return None
-        return ControlNetInputs([u.active(width, height) for u in prepared], run_steps, self.pipe.backend)
+        return ControlNetInputs([u.active(width, height, hires) for u in prepared], run_steps, self.pipe.backend)

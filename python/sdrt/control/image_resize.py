@@ -62,18 +62,28 @@ def pixel_perfect_resolution(image_hw: tuple[int, int], target_hw: tuple[int, in
 
 def resize_map(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """The extension's resize of a control map: nearest for label maps (3..199 colours, so labels
-    stay labels), area when shrinking, cubic when enlarging; unchanged at the same size."""
+    stay labels), area when shrinking, cubic when enlarging; unchanged at the same size. A black and
+    white map (edges, lines) is made black and white again (Otsu's threshold on the grey mean), an
+    inpaint map's mask channel 0 / 255 again. (The extension also thins 1-pixel edge maps: not here.)"""
     h, w = image.shape[:2]
     if (h, w) == (height, width):
         return image
-    colours = len(np.unique(image.reshape(-1, image.shape[2]) if image.ndim == 3 else image.reshape(-1, 1), axis=0))
+    rgb = image[..., :3]
+    colours = len(np.unique(rgb.reshape(-1, 3), axis=0))
     if 2 < colours < 200:
         interpolation = cv2().INTER_NEAREST
     elif width * height < w * h:
         interpolation = cv2().INTER_AREA
     else:
         interpolation = cv2().INTER_CUBIC
-    return cv2().resize(image, (width, height), interpolation=interpolation)
+    out = cv2().resize(image, (width, height), interpolation=interpolation)
+    if colours == 2 and rgb.min() < 16 and rgb.max() > 240:
+        grey = np.round(out[..., :3].astype(np.float32).mean(axis=2)).astype(np.uint8)
+        _, grey = cv2().threshold(grey, 0, 255, cv2().THRESH_BINARY + cv2().THRESH_OTSU)
+        out[..., :3] = grey[..., None]
+    if image.shape[2] == 4:
+        out[..., 3] = np.where(out[..., 3] > 127, 255, 0)
+    return out
 
 
 def fit_to_size(image: np.ndarray, width: int, height: int, resize_mode: str) -> np.ndarray:

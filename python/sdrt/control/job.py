@@ -25,8 +25,8 @@ class PreparedUnit:
     resize_mode: str
     settings: tuple[int, float, float]
 
-    def active(self, width: int, height: int) -> ActiveControl:
-        """This unit for a pass of `width` x `height`."""
+    def active(self, width: int, height: int, hires: bool = False) -> ActiveControl:
+        """This unit for a pass of `width` x `height` (`hires`: the hires fix's second pass)."""
         fitted = fit_to_size(self.control_map, width, height, self.resize_mode)
         hint = torch.from_numpy(fitted.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
         if hint.shape[1] == 4:  # inpaint: masked pixels are -1 (the extension's encoding)
@@ -34,7 +34,7 @@ class PreparedUnit:
             hint = hint[:, :3] * (1 - masked) - masked
         count = len(self.controlnet.controlnet_down_blocks) + 1
         cond_only = self.unit.control_mode == CONTROL_MORE or bool(self.controlnet.config.global_pool_conditions)
-        return ActiveControl(self.controlnet, hint, residual_scales(self.unit, count), cond_only,
+        return ActiveControl(self.controlnet, hint, residual_scales(self.unit, count, hires), cond_only,
                              self.unit.guidance_start, self.unit.guidance_end)
 
     @property
@@ -58,11 +58,12 @@ def prepare_units(units: Sequence[ControlNetUnit], p: GenerationParams, seed: in
         resolution, a, b = preprocessor.settings(unit.processor_res, unit.threshold_a, unit.threshold_b)
         if unit.pixel_perfect:
             resolution = pixel_perfect_resolution(image.shape[:2], (p.height, p.width), resize_mode)
-        rng = np.random.RandomState((seed + max(int(p.subseed), 0)) & 0xFFFFFFFF)
+        subseed = seed if int(p.subseed) == -1 else max(int(p.subseed), 0)  # the extension's numpy seed
+        rng = np.random.RandomState((seed + subseed) & 0xFFFFFFFF)
         try:
             control_map = preprocessor.run(image if preprocessor.needs_mask else image[..., :3], resolution, a, b, rng,
                                            folders=folders)
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, FileNotFoundError, ImportError) as e:
             raise ParamError(f"{where}.module", f"{where}.module={unit.module!r}: {e}") from e
         prepared.append(PreparedUnit(unit, controlnet, title, control_map, resize_mode, (resolution, a, b)))
     return prepared

@@ -26,7 +26,6 @@ DIFFUSERS_KEY = "time_embedding.linear_1.weight"
 # the shipped toy ControlNets, by name: folders under sdrt/toy (diffusers layout)
 SHIPPED_CONTROLNETS = {"toy_canny": "controlnet_canny", "toy_seg": "controlnet_seg"}
 _HASH_SUFFIX = re.compile(r"\s+\[[0-9a-fA-F]{8,12}\]$")  # the extension's "name [hash8]" titles
-NO_MODEL = ("", "none", "None")
 
 
 def shipped_controlnet_path(name: str) -> str:
@@ -44,11 +43,22 @@ def controlnet_path(name: str, folders: Optional[ModelFolders] = None) -> str:
     expanded = os.path.expanduser(name)
     if os.path.isabs(expanded) and os.path.exists(expanded):
         return expanded
-    folders = folders or ModelFolders()
+    folders = folders or configured_folders()
+    if folders is None:
+        raise ValueError(f"controlnet {name!r}: not a shipped name ({', '.join(SHIPPED_CONTROLNETS)}) or an "
+                         f"existing absolute path, and no models folder is set (models_dir=, --models-dir or "
+                         f"SDRT_MODELS_ROOT) to look it up in")
     folder = os.path.join(folders.folder("controlnet"), name)
     if os.path.isfile(os.path.join(folder, "config.json")) and ".." not in name.replace("\\", "/").split("/"):
         return folder
     return folders.resolve("controlnet", name)
+
+
+def configured_folders() -> Optional[ModelFolders]:
+    """$SDRT_MODELS_ROOT's folders, or None: never a models/ folder of the working directory."""
+    from ..loading import model_folders
+
+    return model_folders(None)
 
 
 def load_controlnet(path_or_name: str, *, folders: Optional[ModelFolders] = None,
@@ -62,7 +72,8 @@ def load_controlnet(path_or_name: str, *, folders: Optional[ModelFolders] = None
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise ValueError(f"controlnet {path_or_name!r}: {path} is not a diffusers ControlNet folder (no config.json)")
         with _quiet_hf_loading():
-            model = ControlNetModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+            # safetensors only: a .bin there would be unpickled by diffusers, not sdrt's safe reader
+            model = ControlNetModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True, use_safetensors=True)
     else:
         model = load_controlnet_file(path, dtype=dtype)
     if next(model.parameters()).dtype != dtype:
@@ -83,7 +94,7 @@ def load_controlnet_file(path: str, *, dtype: torch.dtype = torch.float32):
     else:
         state = bare_keys(state, path)
         config = config_from_keys({k: tuple(v.shape) for k, v in state.items()}, path)
-    config["global_pool_conditions"] = _global_average_pooling(path)
+    config["global_pool_conditions"] = _global_average_pooling(path, sdxl="addition_embed_type" in config)
     model = _on_meta(lambda: ControlNetModel(**config))
     converted = convert_controlnet_checkpoint(state, dict(model.config))
     _strict_load(model, converted, path, "ControlNet")
@@ -92,6 +103,8 @@ def load_controlnet_file(path: str, *, dtype: torch.dtype = torch.float32):
 
 def bare_keys(state: Mapping[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
     """The cldm keys without the ``control_model.`` prefix a full ControlNet checkpoint has."""
+    if any("lora_controlnet" in k for k in state):
+        raise ModelFileError(path, "a control-LoRA file (lora_controlnet): not supported, only full ControlNets")
     if any(k.startswith(LDM_PREFIX) for k in state):
         state = {k[len(LDM_PREFIX):]: v for k, v in state.items() if k.startswith(LDM_PREFIX)}
     if "input_hint_block.0.weight" not in state:
@@ -196,18 +209,19 @@ def _heads(arch: architectures.Architecture, channels: list[int]):
     return heads
 
 
-def _global_average_pooling(path: str) -> bool:
-    """The extension reads ``global_average_pooling`` from the .yaml beside a model (shuffle)."""
+def _global_average_pooling(path: str, sdxl: bool) -> bool:
+    """Global pooling of the residuals (the shuffle model): as the extension decides it, an SD1 / SD2
+    ControlNet whose file name contains "shuffle", or whose .yaml beside it says so."""
+    if sdxl:
+        return False
+    if "shuffle" in os.path.basename(path).lower():
+        return True
     yaml = os.path.splitext(path)[0] + ".yaml"
     if not os.path.isfile(yaml):
         return False
     with open(yaml, encoding="utf-8", errors="replace") as f:
         return re.search(r"global_average_pooling\s*:\s*true", f.read(), re.IGNORECASE) is not None
 
-
-def residual_count(controlnet) -> int:
-    """How many residuals a ControlNet adds (13 for SD1, 10 for SDXL): down blocks and the mid."""
-    return len(controlnet.controlnet_down_blocks) + 1
 
 
 def list_controlnets(folders: Optional[ModelFolders] = None) -> list[str]:
@@ -216,7 +230,9 @@ def list_controlnets(folders: Optional[ModelFolders] = None) -> list[str]:
     from .job import model_title
 
     names = list(SHIPPED_CONTROLNETS)
-    folders = folders or ModelFolders()
+    folders = folders or configured_folders()
+    if folders is None:
+        return names
     root = folders.folder("controlnet")
     if not os.path.isdir(root):
         return names

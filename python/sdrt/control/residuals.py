@@ -18,8 +18,8 @@ from ..sampling.unet_inputs import COND, LATE, ModelInput, UNetCall
 
 @dataclass(frozen=True)
 class ActiveControl:
-    """One unit ready for a job: its ControlNet, control images (1 or batch-size, 3, H, W) in
-    [0, 1] at the generation's size, per-residual scales, and its window."""
+    """One unit ready for a pass: its ControlNet, control image (1, 3, H, W) in [0, 1] (-1 where an
+    inpaint unit's mask is) at the pass's size, per-residual scales, and its window."""
     controlnet: object
     hint: torch.Tensor
     scales: tuple[float, ...]      # weight * soft weight, one per residual (down blocks, then mid)
@@ -65,10 +65,14 @@ class _Residuals:
     def resolve(self, model_input: ModelInput) -> dict:
         down_sum: Optional[list] = None
         mid_sum: Optional[torch.Tensor] = None
-        images = torch.tensor([r.image for r in self.rows])
         cond_rows = torch.tensor([r.kind == COND for r in self.rows], dtype=torch.float32)
-        for unit in self.units:
-            hint = unit.hint[images.clamp(max=unit.hint.shape[0] - 1)]
+        # a cond-only unit adds nothing to a call of uncond rows only (cond and uncond of unequal
+        # token lengths go separately): skipped, x + 0 == x
+        units = [u for u in self.units if not (u.cond_only and not cond_rows.any())]
+        if not units:
+            return {}
+        for unit in units:
+            hint = unit.hint.expand(len(self.rows), -1, -1, -1)
             down, mid = self.backend.controlnet_forward(unit.controlnet, model_input.x, model_input.timestep,
                                                         model_input.context, hint, model_input.extras)
             mask = cond_rows.to(mid.device).view(-1, 1, 1, 1) if unit.cond_only else None

@@ -22,13 +22,18 @@ from ..pipelines.params import ParamError
 from .image_resize import LEGACY_RESIZE_MODES, RESIZE_MODES, hwc3
 from .preprocessors import Preprocessor, find_preprocessor
 
+NO_MODEL = ("", "None", "none", None)  # a unit's model field naming no model
+
 BALANCED, PROMPT_MORE, CONTROL_MORE = "Balanced", "My prompt is more important", "ControlNet is more important"
 CONTROL_MODES = (BALANCED, PROMPT_MORE, CONTROL_MORE)
 ALIASES = {"input_image": "image", "guidance": "guidance_end", "lowvram": "low_vram", "mask_image": "mask"}
 # UI-only fields of the extension's unit: accepted and ignored
-IGNORED = {"is_ui", "input_mode", "batch_images", "output_dir", "loopback", "save_detected_map", "hr_option",
-           "inpaint_crop_input_image", "effective_region_mask", "pulid_mode", "ipadapter_input", "batch_mask_dir",
-           "advanced_weighting", "guessmode", "guess_mode"}
+IGNORED = {"is_ui", "output_dir", "loopback", "save_detected_map", "pulid_mode", "guessmode", "guess_mode",
+           "batch_mask_dir"}
+# fields of features sdrt does not have: accepted at their defaults only
+UNSUPPORTED = {"hr_option": ("Both",), "inpaint_crop_input_image": (True,), "input_mode": ("simple",),
+               "batch_images": (None, "", []), "effective_region_mask": (None,), "ipadapter_input": (None,),
+               "advanced_weighting": (None,)}
 MAX_IMAGE_SIDE = 8192
 
 
@@ -57,7 +62,7 @@ class ControlNetUnit:
     @property
     def runs(self) -> bool:
         """Whether the unit changes anything: enabled, with a model and a non-zero weight."""
-        return self.enabled and self.weight > 0 and self.model not in ("", "None", "none", None)
+        return self.enabled and self.weight > 0 and self.model not in NO_MODEL
 
     def image_with_mask(self) -> Optional[np.ndarray]:
         """(H, W, 4): the image with its mask (zeros when none) as the fourth channel."""
@@ -83,9 +88,13 @@ def parse_unit(unit: Any, where: str) -> ControlNetUnit:
         raise ParamError(where, f"{where}: expected a dict of unit fields, got {type(unit).__name__}")
     values = _renamed(unit, where)
     known = {f.name for f in dataclasses.fields(ControlNetUnit)}
-    unknown = sorted(set(values) - known - IGNORED)
+    unknown = sorted(set(values) - known - IGNORED - set(UNSUPPORTED))
     if unknown:
         raise ParamError(f"{where}.{unknown[0]}", f"{where}.{unknown[0]}: unknown unit field; valid: {sorted(known)}")
+    for name, defaults in UNSUPPORTED.items():
+        if name in values and values[name] not in defaults:
+            raise ParamError(f"{where}.{name}", f"{where}.{name}={str(values[name])[:40]!r}: not supported by sdrt; "
+                                                f"valid: {defaults[0]!r}")
     out = ControlNetUnit()
     for name in known & set(values):
         setattr(out, name, _FIELD_CHECKS.get(name, _keep)(values[name], f"{where}.{name}"))
@@ -241,8 +250,11 @@ def soft_weights(weight: float, count: int) -> tuple[float, ...]:
     return tuple(weight * 0.825 ** (12 - i) for i in range(count))
 
 
-def residual_scales(unit: ControlNetUnit, count: int) -> tuple[float, ...]:
-    if unit.control_mode == BALANCED:
+def residual_scales(unit: ControlNetUnit, count: int, hires: bool = False) -> tuple[float, ...]:
+    """Per-residual scales; in a hires pass canny and mlsd units always take the soft weights (the
+    extension forces them there)."""
+    forced = hires and ("canny" in unit.module or "mlsd" in unit.module)
+    if unit.control_mode == BALANCED and not forced:
         return (float(unit.weight),) * count
     return soft_weights(float(unit.weight), count)
 

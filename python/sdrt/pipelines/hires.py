@@ -134,7 +134,8 @@ def generate_hires(pipe, p: GenerationParams, hooks: JobHooks):
         raise ValueError("JobHooks.start_point with enable_hr: the hires fix sets where each pass starts")
     hr_pipe = _hires_pipeline(pipe, p, hooks)
     plan = plan_hires(p, pipe.upscalers)
-    first, second = pipe.prepare(plan.first, hooks), hr_pipe.prepare(plan.second, hooks)
+    first, second = pipe.prepare(plan.first, hooks), hr_pipe.prepare(plan.second, hooks, control=False)
+    second.control = first.control  # the extension: one preprocessor run, its map refitted to the hires size
     second.hires_of, second.size_ids = (plan.first.steps, plan.run_steps), plan.upscale_to
     if hr_pipe is pipe and second.lora_tags != first.lora_tags:
         raise ParamError("hr_prompt", "hr_prompt: its <lora:...> tags differ from the prompt's; on one model the "

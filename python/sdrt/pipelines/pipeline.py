@@ -212,10 +212,12 @@ class Pipeline:
             conds = self.condition(job)
             return self._run_batches(job, conds, inputs, post, hooks)
 
-    def prepare(self, p: GenerationParams, hooks: JobHooks) -> Job:
-        """The prepare stage for this model (`p` sized and validated), ControlNet units included."""
+    def prepare(self, p: GenerationParams, hooks: JobHooks, *, control: bool = True) -> Job:
+        """The prepare stage for this model (`p` sized and validated), with its ControlNet units
+        unless `control` is False (a hires pass takes the first pass's)."""
         job = prepare(p, self.denoiser, self.info.latent_channels, hooks.batching or self.batching)
-        job.control = self.control.prepare(job)
+        if control:
+            job.control = self.control.prepare(job)
         return job
 
     def job_patches(self, job: Job, hooks: JobHooks) -> list:
@@ -290,7 +292,7 @@ class Pipeline:
         rng = ImageRNG(job.latent_shape, batch.seeds, subseeds=batch.subseeds, subseed_strength=p.subseed_strength,
                        eta_noise_seed_delta=p.eta_noise_seed_delta)
         run, x, kept = start.begin(job.sampler, job.sigmas, p.steps, rng.first(), job.denoiser)
-        control = self.control.inputs(job.control, len(run) - 1, p.width, p.height)
+        control = self.control.inputs(job.control, len(run) - 1, p.width, p.height, hires=job.hires_of is not None)
         denoiser = self.guided_denoiser(job, conds, start, kept, hooks, control=control)
         refiner = self.refiner_for(p, hooks)
         if refiner is not None:

@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 from PIL import Image
 
-from ..control.models import NO_MODEL, SHIPPED_CONTROLNETS, list_controlnets, shipped_controlnet_path
+from ..control.models import SHIPPED_CONTROLNETS, list_controlnets, shipped_controlnet_path
+from ..control.units import NO_MODEL
 from ..control.preprocessors import find_preprocessor
 from ..loaders.model_folders import ModelFolders, UnsafeModelNameError
 from .generation import RequestError

@@ -4,7 +4,7 @@ module_detail and control_types, the unit checks and /controlnet/detect all read
 from __future__ import annotations
 
 from . import depth_onnx, dwpose, hed, lineart, lineart_anime, model_free, openpose, pidinet, seg_onnx
-from .base import RESOLUTION, Preprocessor, Slider  # noqa: F401  (the table's types, public here)
+from .base import FIXED_512, RESOLUTION, Preprocessor, Slider  # noqa: F401  (the table's types, public here)
 
 _P = Preprocessor
 PREPROCESSORS: tuple[Preprocessor, ...] = (
@@ -13,7 +13,7 @@ PREPROCESSORS: tuple[Preprocessor, ...] = (
        Slider("High Threshold", 200, 1, 255, 1), priority=100, tags=("Canny",)),
     _P("threshold", "threshold", model_free.threshold, Slider("Binarization Threshold", 127, 0, 255)),
     _P("invert", "invert (from white bg & black line)", model_free.invert, priority=20,
-       tags=("Canny", "Lineart", "Scribble", "MLSD"), uses_resolution=False),
+       tags=("Canny", "Lineart", "Scribble", "MLSD"), show_resolution=False, uses_resolution=False),
     _P("scribble_xdog", "scribble_xdog", model_free.scribble_xdog, Slider("XDoG Threshold", 32, 1, 64),
        tags=("Scribble",)),
     _P("lineart_standard", "lineart_standard (from white bg & black line)", model_free.lineart_standard,
@@ -22,10 +22,10 @@ PREPROCESSORS: tuple[Preprocessor, ...] = (
        priority=100, tags=("Tile",), uses_resolution=False),
     _P("blur_gaussian", "blur_gaussian", model_free.blur_gaussian, Slider("Sigma", 9.0, 0.01, 64.0), tags=("Tile",)),
     _P("inpaint_only", "inpaint_only", model_free.inpaint, priority=100, tags=("Inpaint",), needs_mask=True,
-       uses_resolution=False),
+       show_resolution=False, uses_resolution=False),
     _P("inpaint", "inpaint_global_harmonious", model_free.inpaint, tags=("Inpaint",), needs_mask=True,
-       uses_resolution=False),
-    _P("shuffle", "shuffle", model_free.shuffle, tags=("Shuffle",)),
+       show_resolution=False, uses_resolution=False),
+    _P("shuffle", "shuffle", model_free.shuffle, tags=("Shuffle",), resolution=FIXED_512, show_resolution=False),
     # model-based: the user's weight files (sdrt.control.annotators)
     *hed.PREPROCESSORS, *pidinet.PREPROCESSORS, *lineart.PREPROCESSORS, *lineart_anime.PREPROCESSORS,
     *openpose.PREPROCESSORS, *dwpose.PREPROCESSORS, *depth_onnx.PREPROCESSORS, *seg_onnx.PREPROCESSORS,

@@ -30,6 +30,7 @@ class Slider:
 
 RESOLUTION = Slider("Resolution", 512, 64, 2048, 8)
 _HIDDEN = Slider("", 0.5, 0.0, 1.0)  # a slider the UI does not show: its range and default still apply
+FIXED_512 = Slider("Resolution", 512, 512, 512)  # shuffle: always 512 unless pixel-perfect
 
 
 @dataclass(frozen=True)
@@ -42,15 +43,17 @@ class Preprocessor:
     priority: int = 0
     tags: tuple[str, ...] = ()
     needs_mask: bool = False
-    uses_resolution: bool = True
+    resolution: Slider = RESOLUTION
+    show_resolution: bool = True    # False: a hidden slider (its range and default still apply)
+    uses_resolution: bool = True    # False: the map keeps the image's size (invert, tile, inpaint)
 
     def sliders(self) -> list[Slider]:
-        """The sliders the API shows (the resolution slider for every one: the extension's legacy
-        modules all report it)."""
-        return [s for s in (RESOLUTION, self.slider_1, self.slider_2) if s is not None]
+        """The sliders the API shows."""
+        shown = self.resolution if self.show_resolution else None
+        return [s for s in (shown, self.slider_1, self.slider_2) if s is not None]
 
     def settings(self, processor_res: float, threshold_a: float, threshold_b: float) -> tuple[int, float, float]:
         """(resolution, a, b) with -1 or out-of-range values replaced by the defaults."""
-        return (int(RESOLUTION.clamp_default(processor_res)),
+        return (int(self.resolution.clamp_default(processor_res)),
                 (self.slider_1 or _HIDDEN).clamp_default(threshold_a),
                 (self.slider_2 or _HIDDEN).clamp_default(threshold_b))
