@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from sdrt.control.annotators import MissingAnnotatorError  # noqa: E402
 from sdrt.control.image_resize import resize_with_pad  # noqa: E402
-from sdrt.control.preprocessors import depth_onnx, dwpose, seg_onnx  # noqa: E402
+from sdrt.control.preprocessors import _onnx, depth_onnx, dwpose, seg_onnx  # noqa: E402
 from sdrt.loaders.model_folders import ModelFolders  # noqa: E402
 
 OPSET = 13
@@ -121,7 +121,7 @@ def dw_root(tmp_path_factory):
 
 def test_detector_boxes(dw_root):
     folders = ModelFolders(dw_root)
-    det = depth_onnx.onnx_session(os.path.join(folders.folder("annotators"), "openpose", "yolox_l.onnx"),
+    det = _onnx.onnx_session(os.path.join(folders.folder("annotators"), "openpose", "yolox_l.onnx"),
                                   [dwpose.DET_INPUT], [dwpose.DET_OUTPUT])
     boxes = dwpose.detect_people(det, np.zeros(PADDED_HW + (3,), np.uint8))
     assert boxes.shape == (1, 4)
@@ -211,7 +211,7 @@ def test_dwpose_wrong_signature_and_missing_file(tmp_path):
     _save(constant_model([1, 3, 640, 640], {"output": detector_outputs()}), root, "openpose", "yolox_l.onnx")
     bad = constant_model([1, 3, 256, 192], {"simcc_x": np.zeros((1, 133, 384)), "simcc_y": np.zeros((1, 133, 512))})
     path = _save(bad, root, "openpose", "dw-ll_ucoco_384.onnx")
-    with pytest.raises(depth_onnx.OnnxSignatureError) as e:
+    with pytest.raises(_onnx.OnnxSignatureError) as e:
         dwpose.dw_openpose_full(np.zeros((64, 64, 3), np.uint8), 64, 0, 0, folders=ModelFolders(root))
     assert path in str(e.value) and "384, 288" in str(e.value)
 
@@ -256,7 +256,7 @@ def test_depth_generic_name_wrong_signature_and_missing(tmp_path):
         depth_onnx.depth(np.zeros((64, 64, 3), np.uint8), 64, 0, 0, folders=ModelFolders(root))
     assert "dpt_hybrid-midas-501f0c75.onnx" in str(e.value) and os.path.join("downloads", "midas") in str(e.value)
     path = _save(mean_depth_model(channels=1), root, "midas", "depth.onnx")
-    with pytest.raises(depth_onnx.OnnxSignatureError) as e:
+    with pytest.raises(_onnx.OnnxSignatureError) as e:
         depth_onnx.depth(np.zeros((64, 64, 3), np.uint8), 64, 0, 0, folders=ModelFolders(root))
     assert path in str(e.value) and "(1, 3, H, W)" in str(e.value)
 
@@ -329,7 +329,7 @@ def test_seg_wrong_signature_and_missing(tmp_path):
     assert "250_16_swin_l_oneformer_ade20k_160k.onnx" in str(e.value)
     assert os.path.join("downloads", "oneformer") in str(e.value)
     path = _save(seg_model(classes=10), root, "oneformer", "seg_ade20k.onnx")
-    with pytest.raises(depth_onnx.OnnxSignatureError) as e:
+    with pytest.raises(_onnx.OnnxSignatureError) as e:
         seg_onnx.oneformer_ade20k(np.zeros((64, 64, 3), np.uint8), 64, 0, 0, folders=ModelFolders(root))
     assert path in str(e.value) and "150" in str(e.value)
 

@@ -36,7 +36,7 @@ from ..annotators import annotator_file
 from ..cv import cv2
 from ..image_resize import resize_with_pad
 from .base import Preprocessor
-from .depth_onnx import IOSpec, input_dtype, onnx_session
+from ._onnx import IOSpec, input_dtype, onnx_session
 from .openpose.draw import draw_poses
 
 SUBFOLDER = "openpose"

@@ -46,7 +46,7 @@ import numpy as np
 from ..cv import cv2
 from ..image_resize import resize_with_pad
 from .base import Preprocessor
-from .depth_onnx import IOSpec, OnnxSignatureError, find_file, fixed_hw, input_dtype, onnx_session
+from ._onnx import IOSpec, OnnxSignatureError, find_file, fixed_hw, input_dtype, onnx_session
 
 ONEFORMER = ("oneformer", ("250_16_swin_l_oneformer_ade20k_160k.onnx", "seg_ade20k.onnx"))
 UNIFORMER = ("uniformer", ("upernet_global_small.onnx", "seg_ade20k.onnx"))
