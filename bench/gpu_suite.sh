@@ -56,6 +56,9 @@ step "benchmarks"
 "$PY" bench/bench_sdxl.py --device cuda --size 1024 --steps 20 --repeats 3 --out "$OUT/sdxl-cuda.json" 2>&1 \
   | tee "$OUT/sdxl-cuda.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+"$PY" bench/bench_controlnet.py --device cuda --size 512 --steps 20 --repeats 3 --out "$OUT/controlnet-cuda.json" 2>&1 \
+  | tee "$OUT/controlnet-cuda.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 fi
 
