@@ -110,6 +110,24 @@ def export_component(pipe, name: str, path: str, *, fp16: bool = False) -> None:
     onnx.checker.check_model(path)
 
 
+def export_controlnet(unet, controlnet, out_dir: str, *, fp16: bool = False) -> dict:
+    """`controlnet` and `unet` taking its residuals (export.controlnet_specs) to
+    out_dir/controlnet/model.onnx and out_dir/unet_controlled/model.onnx, checked; returns
+    {component: max |ORT - torch| on the specs' sample inputs}."""
+    import onnx
+
+    from .controlnet_specs import controlnet_components, pair
+
+    modules, errors = pair(unet, controlnet), {}
+    for name, spec in controlnet_components(unet, controlnet).items():
+        path = os.path.join(out_dir, name, "model.onnx")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _export_component(modules, spec, path, fp16)
+        onnx.checker.check_model(path)
+        errors[name] = parity_error(modules, spec, path)
+    return errors
+
+
 def _export_component(pipe, spec, path: str, fp16: bool) -> None:
     import warnings
 
@@ -119,7 +137,7 @@ def _export_component(pipe, spec, path: str, fp16: bool) -> None:
 
     module = spec.wrap(pipe).eval().float()
     sample = spec.sample(pipe, torch.float32)
-    unet = getattr(pipe, "unet", None) if spec.name == "unet" else None
+    unet = getattr(pipe, "unet", None) if spec.name.startswith("unet") else None
     # torch's own attention is what ONNX knows (a UNet loaded with attention="sdrt" traces SDPA here)
     with attention_processors(unet, None), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer chatter about Python-side shape checks
