@@ -100,7 +100,7 @@ def train(controlnet, unet, text_encoder, dataset: dict, controls: torch.Tensor,
 
 
 def run(kind: str, out: str, *, toy: str, steps: int, batch: int, lr: float, dataset_size: int, seed: int,
-        command: str) -> dict:
+        command: str, resume: str | None = None) -> dict:
     from ..loading import load_components
     from ..prompt import get_tokenizer
 
@@ -108,7 +108,14 @@ def run(kind: str, out: str, *, toy: str, steps: int, batch: int, lr: float, dat
     unet, text_encoder, vae = load_components(toy, torch.float32)
     for module in (unet, text_encoder, vae):
         module.eval().requires_grad_(False)
-    controlnet = toy_config.build_controlnet(unet)
+    if resume:
+        from diffusers import ControlNetModel
+
+        controlnet = ControlNetModel.from_pretrained(resume, torch_dtype=torch.float32)
+        with open(os.path.join(resume, "toy_training.json"), encoding="utf-8") as f:
+            previous = json.load(f)
+    else:
+        controlnet, previous = toy_config.build_controlnet(unet), None
     pool = ControlPool(kind, seed, dataset_size)
     tokenizer = get_tokenizer()
     dataset = encode_dataset(vae, tokenizer, pool)
@@ -117,6 +124,7 @@ def run(kind: str, out: str, *, toy: str, steps: int, batch: int, lr: float, dat
     ema, record = train(controlnet, unet, text_encoder, dataset, pool.controls, empty_ids, steps=steps, batch=batch,
                         lr=lr, seed=seed + 1, scaling_factor=scaling_factor)
     record = {"command": command, "kind": kind, "seed": seed, "dataset_size": dataset_size, "training": record,
+              "resumed_from": previous,
               "total_seconds": round(time.perf_counter() - started, 1), "machine": cpu_machine()}
     save_fp16(os.path.dirname(out) or ".", {os.path.basename(out): ema})
     with open(os.path.join(out, "toy_training.json"), "w", encoding="utf-8") as f:
@@ -137,12 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset-size", type=int, default=12000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--resume", default=None, help="continue from the ControlNet in this folder")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "python -m sdrt.toy.train_control " + " ".join(argv if argv is not None else sys.argv[1:])
     record = run(args.kind, args.out, toy=args.toy or toy_model_path("toy"), steps=args.steps, batch=args.batch,
-                 lr=args.lr, dataset_size=args.dataset_size, seed=args.seed, command=command)
+                 lr=args.lr, dataset_size=args.dataset_size, seed=args.seed, command=command, resume=args.resume)
     print(f"done in {record['total_seconds']:.0f}s; wrote {args.out}", file=sys.stderr)
     return 0
 
