@@ -41,18 +41,34 @@ def control_image(kind: str, image: np.ndarray, scene: data.Scene) -> np.ndarray
     raise ValueError(f"kind={kind!r}; valid: {list(KINDS)}")
 
 
+def misplaced_caption(scene: data.Scene, rng: np.random.Generator) -> str | None:
+    """A caption of a one-shape scene that names another position (never a held-out triple), or
+    None for two-shape scenes."""
+    if len(scene.shapes) != 1:
+        return None
+    shape, held_out = scene.shapes[0], data.held_out_combinations()
+    options = [p for p in data.POSITIONS if p != shape.position and (shape.colour, shape.shape, p) not in held_out]
+    wrong = data.Scene((data.ShapeSpec(shape.shape, shape.colour, shape.size, str(rng.choice(options))),),
+                       scene.background)
+    return data.caption(wrong, int(rng.integers(4)))  # templates 0-3 name the position
+
+
 class ControlPool:
     """Rendered pictures, captions and control images (uint8 on the CPU), drawn from the training
-    stream (held-out colour / shape / position triples excluded)."""
+    stream (held-out colour / shape / position triples excluded). A share `misplaced` of the
+    captions name a position the picture does not have: the picture follows the control image, so
+    the ControlNet learns that its layout wins over the prompt's."""
 
-    def __init__(self, kind: str, seed: int, n: int):
+    def __init__(self, kind: str, seed: int, n: int, misplaced: float = 0.0):
         stream = data.training_samples(seed, toy_config.RESOLUTION)
+        rng = np.random.default_rng((seed, 7))
         images, controls, self.captions = [], [], []
         for _ in range(n):
             image, text, scene = next(stream)
             images.append(image)
             controls.append(control_image(kind, image, scene))
-            self.captions.append(text)
+            wrong = misplaced_caption(scene, rng) if rng.random() < misplaced else None
+            self.captions.append(wrong or text)
         self.pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
         self.controls = torch.from_numpy(np.stack(controls)).permute(0, 3, 1, 2).contiguous()
 
@@ -100,7 +116,7 @@ def train(controlnet, unet, text_encoder, dataset: dict, controls: torch.Tensor,
 
 
 def run(kind: str, out: str, *, toy: str, steps: int, batch: int, lr: float, dataset_size: int, seed: int,
-        command: str, resume: str | None = None) -> dict:
+        command: str, resume: str | None = None, misplaced: float = 0.0) -> dict:
     from ..loading import load_components
     from ..prompt import get_tokenizer
 
@@ -116,14 +132,15 @@ def run(kind: str, out: str, *, toy: str, steps: int, batch: int, lr: float, dat
             previous = json.load(f)
     else:
         controlnet, previous = toy_config.build_controlnet(unet), None
-    pool = ControlPool(kind, seed, dataset_size)
+    pool = ControlPool(kind, seed, dataset_size, misplaced)
     tokenizer = get_tokenizer()
     dataset = encode_dataset(vae, tokenizer, pool)
     empty_ids = tokenizer("", padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
     scaling_factor = float(vae.config.scaling_factor)
     ema, record = train(controlnet, unet, text_encoder, dataset, pool.controls, empty_ids, steps=steps, batch=batch,
                         lr=lr, seed=seed + 1, scaling_factor=scaling_factor)
-    record = {"command": command, "kind": kind, "seed": seed, "dataset_size": dataset_size, "training": record,
+    record = {"command": command, "kind": kind, "seed": seed, "dataset_size": dataset_size,
+              "misplaced_captions": misplaced, "training": record,
               "resumed_from": previous,
               "total_seconds": round(time.perf_counter() - started, 1), "machine": cpu_machine()}
     save_fp16(os.path.dirname(out) or ".", {os.path.basename(out): ema})
@@ -146,12 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--resume", default=None, help="continue from the ControlNet in this folder")
+    p.add_argument("--misplaced", type=float, default=0.0,
+                   help="share of captions naming a position the picture does not have")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "python -m sdrt.toy.train_control " + " ".join(argv if argv is not None else sys.argv[1:])
     record = run(args.kind, args.out, toy=args.toy or toy_model_path("toy"), steps=args.steps, batch=args.batch,
-                 lr=args.lr, dataset_size=args.dataset_size, seed=args.seed, command=command, resume=args.resume)
+                 lr=args.lr, dataset_size=args.dataset_size, seed=args.seed, command=command, resume=args.resume,
+                 misplaced=args.misplaced)
     print(f"done in {record['total_seconds']:.0f}s; wrote {args.out}", file=sys.stderr)
     return 0
 
