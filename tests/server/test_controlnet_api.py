@@ -256,7 +256,10 @@ def test_webuiapi_client(cn_server):
     assert "canny" in api.controlnet_module_list()
     cn_unit = webuiapi.ControlNetUnit(image=picture(), module="canny", model=CN_NAME, processor_res=64,
                                       threshold_a=100, threshold_b=200)
-    result = api.txt2img(prompt="a red circle", width=64, height=64, seed=3, controlnet_units=[cn_unit])
+    # a fresh alwayson_scripts: webuiapi 0.9.17 writes the units into its mutable default dict, which
+    # would send them with every later call of this process
+    result = api.txt2img(prompt="a red circle", width=64, height=64, seed=3, controlnet_units=[cn_unit],
+                         alwayson_scripts={})
     text = result.info["infotexts"][0]
     assert "ControlNet 0: " in text and "Resize Mode: Resize and Fill" in text  # webuiapi's default
     detected = api.controlnet_detect([picture(64, 32)], module="canny", processor_res=64)
