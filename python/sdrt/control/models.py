@@ -16,7 +16,7 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 
-from ..loaders.model_folders import ModelFolders
+from ..loaders.model_folders import ModelFolders, without_hash_suffix
 from ..loaders.state_dict import ModelFileError, read_state_dict
 from ..loading import _quiet_hf_loading
 from ..models import architectures
@@ -25,7 +25,6 @@ LDM_PREFIX = "control_model."
 DIFFUSERS_KEY = "time_embedding.linear_1.weight"
 # the shipped toy ControlNets, by name: folders under sdrt/toy (diffusers layout)
 SHIPPED_CONTROLNETS = {"toy_canny": "controlnet_canny", "toy_seg": "controlnet_seg"}
-_HASH_SUFFIX = re.compile(r"\s+\[[0-9a-fA-F]{8,12}\]$")  # the extension's "name [hash8]" titles
 
 
 def shipped_controlnet_path(name: str) -> str:
@@ -37,7 +36,7 @@ def shipped_controlnet_path(name: str) -> str:
 def controlnet_path(name: str, folders: Optional[ModelFolders] = None) -> str:
     """The file or diffusers folder a ControlNet name means: a shipped toy name, an existing path,
     or a name in models/ControlNet (with or without extension and " [hash]")."""
-    name = _HASH_SUFFIX.sub("", str(name).strip())
+    name = without_hash_suffix(str(name).strip())  # the extension's "name [hash8]" titles
     if name in SHIPPED_CONTROLNETS:
         return shipped_controlnet_path(name)
     expanded = os.path.expanduser(name)

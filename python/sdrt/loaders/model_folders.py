@@ -184,6 +184,11 @@ class ModelFolders:
         return found.path
 
 
+def without_hash_suffix(name: str) -> str:
+    """`name` without A1111's " [hash]" title suffix ("x.safetensors [abc123def0]" -> "x.safetensors")."""
+    return _HASH_SUFFIX.sub("", name)
+
+
 def _check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")

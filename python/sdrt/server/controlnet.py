@@ -10,7 +10,6 @@ allow, so the pipeline never reads a path a client chose."""
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Optional
 
 from PIL import Image
@@ -18,7 +17,7 @@ from PIL import Image
 from ..control.models import SHIPPED_CONTROLNETS, list_controlnets, shipped_controlnet_path
 from ..control.units import NO_MODEL
 from ..control.preprocessors import find_preprocessor
-from ..loaders.model_folders import ModelFolders, UnsafeModelNameError
+from ..loaders.model_folders import ModelFolders, UnsafeModelNameError, without_hash_suffix
 from .generation import RequestError
 from .images import decode_image
 from .limits import Limits
@@ -26,7 +25,6 @@ from .limits import Limits
 SCRIPT = "ControlNet"
 API_VERSION = 3
 UNIT_COUNT = 3  # the extension's control_net_unit_count default
-_HASH_SUFFIX = re.compile(r"\s+\[[0-9a-fA-F]{8,12}\]$")
 _IMAGE_KEYS, _MASK_KEYS = ("image", "input_image"), ("mask", "mask_image")
 
 
@@ -168,7 +166,7 @@ def resolve_model(name: str, folders: Optional[ModelFolders], loc: tuple) -> str
     """A unit's model as the pipeline loads it: a shipped toy name, else the path of a file or
     diffusers folder inside models/ControlNet (the extension's matching: exact title, bare name,
     then the shortest name containing it). Never a path outside the folder."""
-    bare = _HASH_SUFFIX.sub("", name.strip())
+    bare = without_hash_suffix(name.strip())
     if bare in SHIPPED_CONTROLNETS:
         if not os.path.isfile(os.path.join(shipped_controlnet_path(bare), "config.json")):
             raise RequestError(loc, f"{where(loc)}={name!r}: the shipped weights are not installed with this sdrt")
