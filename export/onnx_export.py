@@ -13,9 +13,12 @@ thing is a no-op.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
+import shutil
 import time
 from typing import Callable, Optional, Sequence
 
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 
 from sdrt.backends import manifests
+from sdrt.loaders.model_folders import without_hash_suffix
 
 from .common import check_components, check_writable, model_facts, require_torch_pipeline, with_loras
 from .specs import PROFILES, components_for, model_widths
@@ -35,10 +39,12 @@ EXTERNAL_DATA_ABOVE = 1_800_000_000  # protobuf's limit is 2 GB for the whole fi
 
 def to_onnx(pipe, out_dir: str, *, fp16: bool = False, loras: Sequence | None = None,
             components: Sequence[str] | None = None, progress: Optional[Callable[[str], None]] = None,
-            in_place: bool = False) -> dict:
+            in_place: bool = False, controlnets: Sequence[str] = ()) -> dict:
     """Export a loaded torch-backend Pipeline (``sdrt.load(model)``) to `out_dir`; returns the
     manifest. `loras` [(name_or_path, weight), ...] are merged first, into a copy of `pipe` unless
-    `in_place` (which saves a model's worth of memory when the unmerged model is not needed)."""
+    `in_place` (which saves a model's worth of memory when the unmerged model is not needed).
+    `controlnets`: ControlNet names or paths (as a unit's model) exported beside the model, each to
+    controlnets/<name>/; the UNet is then exported as `unet_controlled`, taking their residuals."""
     from sdrt import __version__
 
     require_torch_pipeline(pipe, exporter="to_onnx")
@@ -47,12 +53,14 @@ def to_onnx(pipe, out_dir: str, *, fp16: bool = False, loras: Sequence | None = 
     check_writable(out_dir)
     say = progress or (lambda message: None)
     pipe = with_loras(pipe, loras, say, in_place=in_place)
+    controls = controlnets_for_export(pipe, controlnets, names)
     options = {"fp16": bool(fp16), "opset": OPSET, "components": names, "format": FORMAT,
-               "loras": [list(map(str, lora)) for lora in loras or []]}
-    content_hash = _content_hash(pipe, options)
+               "loras": [list(map(str, lora)) for lora in loras or []],
+               "controlnets": [title for _, _, title in controls]}
+    content_hash = _content_hash(pipe, options, [model for _, model, _ in controls])
     previous = manifests.try_read_manifest(out_dir, MANIFEST)
     if previous is not None and previous.get("content_hash") == content_hash and all(
-            os.path.isfile(os.path.join(out_dir, c["file"])) for c in previous["components"].values()):
+            os.path.isfile(os.path.join(out_dir, f)) for f in _graph_files(previous)):
         say("unchanged since the last export (same weights and options): nothing to do")
         return previous
     manifest = {"format": FORMAT, "sdrt_version": __version__, "content_hash": content_hash,
@@ -64,12 +72,68 @@ def to_onnx(pipe, out_dir: str, *, fp16: bool = False, loras: Sequence | None = 
                 "widths": model_widths(pipe)}
     for name in names:
         spec = specs[name]
+        if name == "unet" and controls:
+            manifest["components"]["unet_controlled"], control_facts = _export_controlled(pipe, controls, out_dir,
+                                                                                           fp16, say)
+            manifest.update(control_facts)
+            continue
         manifest["components"][name] = _export_and_measure(pipe, spec, out_dir, fp16, say)
         if spec.token_lookup:
             _save_token_embedding(getattr(pipe, name), os.path.join(out_dir, name), fp16)
         manifest.update(spec.facts(pipe) if spec.facts else {})
     manifests.write_manifest(out_dir, MANIFEST, manifest)  # last: a half export is never taken as done
+    for gone in set(_graph_files(previous or {})) - set(_graph_files(manifest)):  # e.g. unet/ now unet_controlled/
+        folder = os.path.normpath(os.path.dirname(gone))
+        if folder not in ("", ".") and not os.path.isabs(folder) and not folder.startswith(".."):
+            shutil.rmtree(os.path.join(out_dir, folder), ignore_errors=True)
     return manifest
+
+
+def _graph_files(manifest: dict) -> list[str]:
+    """The graph files a manifest names: its components' and its ControlNets'."""
+    entries = [*manifest.get("components", {}).values(), *manifest.get("controlnets", {}).values()]
+    return [e["file"] for e in entries if isinstance(e, dict) and "file" in e]
+
+
+def controlnets_for_export(pipe, names: Sequence[str], components: Sequence[str]) -> list[tuple[str, object, str]]:
+    """(folder name, ControlNetModel, infotext title) of each ControlNet, resolved and checked as a
+    unit's model is (sdrt.control.attach); all must give the same residual layout."""
+    from .controlnet_specs import residual_layout
+
+    controls: list[tuple[str, object, str]] = []
+    for i, name in enumerate(names or ()):
+        field = f"controlnets[{i}]"
+        if "unet" not in components:
+            raise ValueError(f"{field}={name!r}: ControlNets are exported with the UNet; add unet to the components")
+        model, title = pipe.control.load(name, field)
+        key = re.sub(r"[^A-Za-z0-9._-]+", "_", without_hash_suffix(title)).strip("._") or f"controlnet_{i}"
+        if key in [k for k, _, _ in controls]:
+            raise ValueError(f"{field}={name!r}: {title} is already in the export")
+        if controls and residual_layout(model) != residual_layout(controls[0][1]):
+            raise ValueError(f"{field}={name!r}: its residuals differ from {controls[0][2]}'s "
+                             f"({residual_layout(model)} vs {residual_layout(controls[0][1])})")
+        controls.append((key, model, title))
+    return controls
+
+
+def _export_controlled(pipe, controls, out_dir: str, fp16: bool, say: Callable[[str], None]) -> tuple[dict, dict]:
+    """The UNet taking ControlNet residuals and each ControlNet (export.controlnet_specs): the
+    UNet's manifest entry, and the ControlNets' entries with the residual layout the backend feeds
+    zeros of in steps without control."""
+    from .controlnet_specs import controlnet_components, pair, residual_layout, residual_names
+
+    entries = {}
+    for key, model, title in controls:
+        modules, specs = pair(pipe.unet, model), controlnet_components(pipe.unet, model)
+        spec = dataclasses.replace(specs["controlnet"], name=os.path.join("controlnets", key))
+        entries[key] = {**_export_and_measure(modules, spec, out_dir, fp16, say), "title": title,
+                        "global_pool_conditions": bool(model.config.global_pool_conditions)}
+    first = controls[0][1]
+    unet = _export_and_measure(pair(pipe.unet, first), controlnet_components(pipe.unet, first)["unet_controlled"],
+                               out_dir, fp16, say)
+    layout = residual_layout(first)
+    residuals = [{"name": n, "channels": c, "factor": f} for n, (c, f) in zip(residual_names(len(layout)), layout)]
+    return unet, {"controlnets": entries, "controlnet_residuals": residuals}
 
 
 def _export_and_measure(pipe, spec, out_dir: str, fp16: bool, say: Callable[[str], None]) -> dict:
@@ -181,10 +245,12 @@ def parity_error(pipe, spec, path: str) -> float:
     return max(float(np.abs(g.astype(np.float32) - w.numpy()).max()) for g, w in zip(got, want))
 
 
-def _content_hash(pipe, options: dict) -> str:
-    """sha256 over every weight of the model's modules (names, dtypes, bytes) and the options."""
+def _content_hash(pipe, options: dict, extra_modules: Sequence = ()) -> str:
+    """sha256 over every weight of the model's modules and `extra_modules` (names, dtypes, bytes)
+    and the options."""
     h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
-    modules = (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None), pipe.unet, pipe.vae)
+    modules = (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None), pipe.unet, pipe.vae,
+               *extra_modules)
     for module in (m for m in modules if m is not None):
         for name, tensor in sorted(module.state_dict().items()):
             h.update(name.encode())

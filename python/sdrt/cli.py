@@ -66,6 +66,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.to == "coreml":
         from .export import to_coreml
 
+        if args.controlnet:
+            raise ValueError("--controlnet: Core ML exports do not take ControlNets yet; export --to onnx")
+
         manifest = to_coreml(pipe, args.output, size=args.size, attention=args.attention,
                              palettize_bits=args.palettize, loras=loras, progress=say, in_place=True)
         print(f"wrote {args.output}: {', '.join(c['file'] for c in manifest['components'].values())} "
@@ -73,10 +76,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 0
     from .export import to_onnx
 
-    manifest = to_onnx(pipe, args.output, fp16=args.fp16, loras=loras, progress=say, in_place=True)
-    total = sum(c["bytes"] for c in manifest["components"].values()) / 2**20
-    worst = max(c["parity_max_abs_error"] for c in manifest["components"].values())
-    print(f"wrote {args.output}: {', '.join(manifest['components'])} ({manifest['precision']}, {total:.1f} MiB, "
+    manifest = to_onnx(pipe, args.output, fp16=args.fp16, loras=loras, progress=say, in_place=True,
+                       controlnets=args.controlnet or ())
+    graphs = [*manifest["components"].values(), *manifest.get("controlnets", {}).values()]
+    total = sum(c["bytes"] for c in graphs) / 2**20
+    worst = max(c["parity_max_abs_error"] for c in graphs)
+    names = [*manifest["components"], *(f"controlnets/{k}" for k in manifest.get("controlnets", {}))]
+    print(f"wrote {args.output}: {', '.join(names)} ({manifest['precision']}, {total:.1f} MiB, "
           f"ORT vs torch max |error| {worst:.1e}) in {time.perf_counter() - started:.1f} s; "
           f"run it with --backend onnxruntime --model {args.output}")
     return 0
@@ -279,6 +285,9 @@ def _add_export_parser(sub) -> None:
     export.add_argument("--palettize", type=int, default=None, help="coreml: palettize weights to N bits")
     export.add_argument("--size", type=int, default=None, help="coreml: image size in pixels (default: the model's)")
     export.add_argument("--lora", action="append", help="NAME_OR_PATH[:WEIGHT] merged before export (repeatable)")
+    export.add_argument("--controlnet", action="append",
+                        help="onnx: a ControlNet (name in models/ControlNet, path, or toy_canny / toy_seg) exported "
+                             "beside the model, for ControlNet units on --backend onnxruntime (repeatable)")
     export.add_argument("--models-dir", default=None, help="default: $SDRT_MODELS_ROOT")
     export.set_defaults(func=_cmd_export)
 

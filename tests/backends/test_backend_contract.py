@@ -109,12 +109,15 @@ def test_torch_backend_moves_nested_extras_to_the_unet_dtype(pipe):
 
 def test_exported_backends_refuse_extras_by_name(pipe, ort_backend):
     x, t, ctx = unet_inputs(pipe.unet)
-    residual = {"mid_block_additional_residual": torch.zeros(1)}
+    other = {"cross_attention_kwargs": {"scale": 0.5}}
     with pytest.raises(ValueError, match=r"extras: the onnxruntime backend's UNet takes no extra inputs "
-                                         r"\(got mid_block_additional_residual\); use the torch backend"):
-        ort_backend.unet_forward(x, t, ctx, extras=residual)
+                                         r"\(got cross_attention_kwargs\); use the torch backend"):
+        ort_backend.unet_forward(x, t, ctx, extras=other)
     with pytest.raises(ValueError, match="the tensorrt backend's UNet takes no extra inputs"):
-        object.__new__(TensorRTBackend).unet_forward(x, t, ctx, extras=residual)
+        object.__new__(TensorRTBackend).unet_forward(x, t, ctx, extras=other)
+    # ControlNet residuals need an export with its UNet taking them
+    with pytest.raises(ValueError, match=r"has no UNet taking ControlNet residuals; export the model with --controlnet"):
+        ort_backend.unet_forward(x, t, ctx, extras={"mid_block_additional_residual": torch.zeros(1)})
     want = pipe.backend.unet_forward(x, t, ctx)
     for extras in (None, {}):  # no extras: the plain UNet, as on torch
         assert (ort_backend.unet_forward(x, t, ctx, extras=extras) - want).abs().max() < 1e-4

@@ -1,6 +1,7 @@
 """An SDXL ControlNet (pooled text and size ids reach it through the UNet's added inputs) against
 diffusers' StableDiffusionXLControlNetPipeline on the same tiny random SDXL: 1 uint8 level."""
 import numpy as np
+import pytest
 import torch
 from diffusers import ControlNetModel, EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
 from PIL import Image
@@ -51,3 +52,29 @@ def test_sdxl_controlnet_single_file_in_diffusers_layout(tiny_sdxl, tmp_path):
                 "block_out_channels", "down_block_types", "cross_attention_dim"):
         assert list(np.atleast_1d(loaded.config[key])) == list(np.atleast_1d(controlnet.config[key])), key
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in controlnet.state_dict().items())
+
+
+def test_sdxl_controlnet_on_onnxruntime_matches_torch(tiny_sdxl, tmp_path):
+    """An SDXL model exported with its ControlNet (the ControlNet graph takes the added inputs too)
+    runs the unit on ONNX Runtime as the torch backend does: 1 uint8 level."""
+    pytest.importorskip("onnxruntime")
+    from sdrt.export import to_onnx
+
+    folder, ref = tiny_sdxl
+    controlnet = ControlNetModel.from_unet(ref.unet)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in controlnet.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    controlnet.save_pretrained(tmp_path / "cn-xl", safe_serialization=True)
+    manifest = to_onnx(sdrt.load(folder), str(tmp_path / "onnx"), controlnets=[str(tmp_path / "cn-xl")])
+    assert "text_embeds" in manifest["controlnets"]["cn-xl"]["inputs"]
+    unit = {"module": "none", "model": "cn-xl", "weight": 0.8, "resize_mode": "Just Resize",
+            "image": np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)}
+    kw = dict(seed=12, steps=6, cfg_scale=5.0, sampler_name="Euler", scheduler="Karras")
+    want = sdrt.load(folder).txt2img("a red cat in a hat", "fog", controlnet=[{**unit, "model": str(tmp_path / "cn-xl")}],
+                                     **kw)
+    got = sdrt.load(str(tmp_path / "onnx"), backend="onnxruntime").txt2img("a red cat in a hat", "fog",
+                                                                            controlnet=[unit], **kw)
+    a, b = (np.asarray(r.images[0], dtype=int) for r in (want, got))
+    assert np.abs(a - b).max() <= 1

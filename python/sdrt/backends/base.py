@@ -53,5 +53,5 @@ def refuse_extras(backend_name: str, extras: Optional[dict]) -> None:
     them (a ControlNet silently ignored would give plausible but wrong images)."""
     if extras:
         raise ValueError(f"extras: the {backend_name} backend's UNet takes no extra inputs "
-                         f"(got {', '.join(sorted(extras))}); use the torch backend for ControlNet and other "
-                         "extra UNet inputs")
+                         f"(got {', '.join(sorted(extras))}); use the torch backend for extra UNet inputs "
+                         "(ControlNet residuals: export the model with --controlnet NAME)")

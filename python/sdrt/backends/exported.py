@@ -1,6 +1,7 @@
 """What the backends that run exported graphs (ONNX Runtime, TensorRT) share: the calling
 convention of the export specs (sdrt.export.specs), the token lookup outside the text encoder
-graphs, clip skip, SDXL's text features and added UNet inputs, and the shape-range check of engines.
+graphs, clip skip, SDXL's text features and added UNet inputs, exported ControlNets and the UNet
+taking their residuals, and the shape-range check of engines.
 
 The text encoder graphs take token embeddings, not ids, so textual-inversion vectors can replace
 their slots before they run. SD's returns the final-layer-normed hidden state of every layer, so
@@ -12,6 +13,8 @@ exported runtime.
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import numpy as np
@@ -19,6 +22,7 @@ import torch
 
 from .base import BackendCapabilities, refuse_extras
 
+RESIDUAL_KEYS = ("down_block_additional_residuals", "mid_block_additional_residual")  # diffusers' UNet kwargs
 Shape = tuple[int, ...]
 Profile = dict[str, tuple[Shape, Shape, Shape]]  # input -> (min, opt, max)
 
@@ -50,6 +54,26 @@ def check_in_profile(profile: Profile, shapes: Mapping[str, Shape], *, engine: s
                 raise ValueError(f"{engine}: input {name!r} axis {axis} is {value}, outside the engine's "
                                  f"range {a}-{b}; rebuild the engine with a wider profile "
                                  "(sdrt export --to tensorrt --size/--batch)")
+
+
+@dataclass(frozen=True)
+class ExportedControlNet:
+    """A ControlNet exported beside the model (``sdrt export --controlnet``): what a unit needs of
+    it besides the graph (sdrt.control.job)."""
+    key: str                      # its folder under controlnets/ and its manifest entry
+    title: str                    # the name the infotext gives it
+    residual_count: int           # down-block residuals + the mid block's
+    global_pool_conditions: bool  # a shuffle model: the extension runs it on the conditional rows only
+
+
+_HASH = re.compile(r"\s*\[([0-9a-fA-F]{8,10})\]$")
+
+
+def _name_stem(name: str) -> str:
+    """A ControlNet name as the export matches it: no " [hash]", no folder, no file extension."""
+    stem = _HASH.sub("", str(name).strip())
+    stem = os.path.basename(stem.rstrip("/\\"))
+    return re.sub(r"\.(safetensors|pth|ckpt|pt|bin)$", "", stem, flags=re.IGNORECASE).lower()
 
 
 class ExportedBackend:
@@ -86,28 +110,97 @@ class ExportedBackend:
         return ValueError(f"{getattr(self, 'folder', 'this export')}: this export has no {component} "
                           f"(exported: {', '.join(present)})")
 
+    def _entry(self, component: str) -> dict:
+        """The manifest entry of a component, or of an exported ControlNet ("controlnet/<key>")."""
+        if component.startswith("controlnet/"):
+            return self.manifest.get("controlnets", {}).get(component.split("/", 1)[1], {})
+        return self.manifest.get("components", {}).get(component, {})
+
     def _inputs_of(self, component: str) -> set[str]:
         """The input names of an exported component (ONNX manifests list them; engine folders of
         older exports only have them as their profile's keys)."""
-        entry = self.manifest.get("components", {}).get(component, {})
+        entry = self._entry(component)
         return set(entry.get("inputs") or entry.get("profile") or ())
+
+    def _unet_component(self) -> str:
+        """"unet", or "unet_controlled" in an export made with ControlNets (its UNet takes their
+        residuals; runs without control add zeros, x + 0 == x)."""
+        components = self.manifest.get("components", {})
+        return "unet_controlled" if "unet_controlled" in components and "unet" not in components else "unet"
 
     def unet_forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                      extras: Optional[dict] = None) -> torch.Tensor:
-        """`extras` may hold only SDXL's ``added_cond_kwargs`` (text_embeds, time_ids), and only
-        for an export whose UNet takes them; anything else is refused (a fixed graph)."""
+        """`extras` may hold SDXL's ``added_cond_kwargs`` (text_embeds, time_ids), for an export
+        whose UNet takes them, and ControlNet residuals (down_block_additional_residuals,
+        mid_block_additional_residual), for an export made with ControlNets; anything else is
+        refused (a fixed graph)."""
         extras = dict(extras or {})
         added = extras.pop("added_cond_kwargs", None)
+        residuals = {k: extras.pop(k) for k in RESIDUAL_KEYS if k in extras}
         refuse_extras(self.name, extras)
-        return self._run("unet", x, sample=x, timestep=timestep_per_row(timestep, x.shape[0]),
-                         encoder_hidden_states=context, **self._added_inputs(added))
+        component = self._unet_component()
+        inputs = dict(sample=x, timestep=timestep_per_row(timestep, x.shape[0]), encoder_hidden_states=context,
+                      **self._added_inputs(added, component))
+        if component == "unet_controlled":
+            inputs.update(self._residual_inputs(x, residuals))
+        elif residuals:
+            raise ValueError(f"extras: {getattr(self, 'folder', 'this export')} has no UNet taking ControlNet "
+                             "residuals; export the model with --controlnet NAME")
+        return self._run(component, x, **inputs)
 
-    def _added_inputs(self, added: Optional[dict]) -> dict:
-        """SDXL's added conditions as the UNet graph's text_embeds / time_ids inputs (none when the
-        export has no UNet: running it says so)."""
-        if "unet" not in self.manifest.get("components", {}):
+    def _residual_inputs(self, x: torch.Tensor, residuals: dict) -> dict:
+        """The controlled UNet's residual inputs: the given ones by name, or zeros of the shapes
+        the manifest records (a step without control)."""
+        layout = self.manifest["controlnet_residuals"]
+        if not residuals:
+            h, w = x.shape[-2:]
+            return {r["name"]: x.new_zeros(x.shape[0], r["channels"], -(-h // r["factor"]), -(-w // r["factor"]))
+                    for r in layout}
+        given = [*residuals.get(RESIDUAL_KEYS[0], ()), residuals.get(RESIDUAL_KEYS[1])]
+        if len(given) != len(layout) or given[-1] is None:
+            raise ValueError(f"extras: {len(given)} ControlNet residuals (down blocks and mid); this export's "
+                             f"UNet takes {len(layout)}")
+        return {r["name"]: value for r, value in zip(layout, given)}
+
+    def find_controlnet(self, name: str) -> tuple[ExportedControlNet, str]:
+        """(the exported ControlNet a unit's model name means, its infotext title); the name may
+        carry the " [hash]" of its file, as A1111's model lists give it."""
+        exported = self.manifest.get("controlnets", {})
+        for key, entry in exported.items():
+            if _name_stem(name) in (key.lower(), _name_stem(entry["title"])):
+                asked, have = _HASH.search(str(name).strip()), _HASH.search(entry["title"])
+                if asked and have and asked.group(1).lower() != have.group(1).lower():
+                    raise ValueError(f"{getattr(self, 'folder', 'this export')} holds {entry['title']}, another "
+                                     f"version of this file; export the model again with this ControlNet")
+                handle = ExportedControlNet(key, entry["title"], len(entry["outputs"]),
+                                            bool(entry.get("global_pool_conditions", False)))
+                return handle, entry["title"]
+        where = getattr(self, "folder", "this export")
+        if not exported:
+            raise ValueError(f"{where} was exported without ControlNets; export the model with --controlnet NAME "
+                             "(repeatable) to run them on this backend")
+        raise ValueError(f"not among the ControlNets exported with {where}; valid: "
+                         f"{', '.join(e['title'] for e in exported.values())}")
+
+    def controlnet_forward(self, controlnet: ExportedControlNet, x: torch.Tensor, timestep: torch.Tensor,
+                           context: torch.Tensor, hint: torch.Tensor, extras: Optional[dict] = None
+                           ) -> tuple[list, torch.Tensor]:
+        """TorchBackend.controlnet_forward on an exported ControlNet graph (scale 1 per row: the
+        units' scales are applied outside, sdrt.control.residuals)."""
+        component = f"controlnet/{controlnet.key}"
+        added = (extras or {}).get("added_cond_kwargs")
+        outputs = self._run_outputs(component, x, sample=x, timestep=timestep_per_row(timestep, x.shape[0]),
+                                    encoder_hidden_states=context, controlnet_cond=hint,
+                                    conditioning_scale=x.new_ones(x.shape[0]),
+                                    **self._added_inputs(added, component))
+        return outputs[:-1], outputs[-1]
+
+    def _added_inputs(self, added: Optional[dict], component: str) -> dict:
+        """SDXL's added conditions as `component`'s text_embeds / time_ids inputs (none when the
+        export lacks the component: running it says so)."""
+        if not self._entry(component):
             return {}
-        if "text_embeds" not in self._inputs_of("unet"):
+        if "text_embeds" not in self._inputs_of(component):
             refuse_extras(self.name, None if added is None else {"added_cond_kwargs": added})
             return {}
         if not isinstance(added, dict) or set(added) != {"text_embeds", "time_ids"}:

@@ -3,7 +3,8 @@
 Inputs may be torch tensors anywhere; results come back as float32 torch tensors on the device of
 the call's main input. The calling convention (I/O names, token lookup, clip skip, SDXL's text
 features and added UNet inputs) is the export specs', shared with the TensorRT backend in
-backends/exported.py. Execution providers: CUDA / TensorRT when the installed onnxruntime has
+backends/exported.py. ControlNets exported with the model (``sdrt export --controlnet``) run as
+their own sessions. Execution providers: CUDA / TensorRT when the installed onnxruntime has
 them and `device` asks for CUDA, else CPU.
 """
 from __future__ import annotations
@@ -52,7 +53,10 @@ class OnnxRuntimeBackend(ExportedBackend):
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self.sessions = {}
-        for name, component in self.manifest["components"].items():
+        # the model's components, and the ControlNets exported with it (sessions "controlnet/<key>")
+        graphs = {**self.manifest["components"],
+                  **{f"controlnet/{key}": entry for key, entry in self.manifest.get("controlnets", {}).items()}}
+        for name, component in graphs.items():
             path = os.path.join(folder, component["file"])
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{folder}: component {name} is missing ({component['file']})")
@@ -65,7 +69,8 @@ class OnnxRuntimeBackend(ExportedBackend):
         if session is None:
             raise self._missing(component, self.sessions)
         # the graphs' inputs are float32 (fp16 exports keep fp32 I/O) but for int64 positions
-        feed = {name: value.detach().to("cpu", torch.float32 if value.is_floating_point() else torch.int64).numpy()
+        feed = {name: np.ascontiguousarray(  # expanded (stride-0) tensors, e.g. one control image per row
+                    value.detach().to("cpu", torch.float32 if value.is_floating_point() else torch.int64).numpy())
                 for name, value in inputs.items()}
         return [torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(like.device)
                 for out in session.run(None, feed)]

@@ -34,7 +34,14 @@ class PipelineControl:
         return prepared
 
     def load(self, name: str, field: str = "controlnet.model") -> tuple[object, str]:
-        """(ControlNetModel, infotext title) of a model name or path, loaded once per file."""
+        """(ControlNetModel, infotext title) of a model name or path, loaded once per file; on a
+        backend running an export, the ControlNet exported with it (backends.exported)."""
+        find_exported = getattr(self.pipe.backend, "find_controlnet", None)
+        if find_exported is not None:
+            try:
+                return find_exported(name)
+            except ValueError as e:
+                raise ParamError(field, f"{field}={name!r}: {e}") from e
         try:
             path = controlnet_path(name, self.pipe.model_folders)
         except (ValueError, FileNotFoundError) as e:

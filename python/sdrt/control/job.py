@@ -32,14 +32,22 @@ class PreparedUnit:
         if hint.shape[1] == 4:  # inpaint: masked pixels are -1 (the extension's encoding)
             masked = (hint[:, 3:] > 0.5).float()
             hint = hint[:, :3] * (1 - masked) - masked
-        count = len(self.controlnet.controlnet_down_blocks) + 1
-        cond_only = self.unit.control_mode == CONTROL_MORE or bool(self.controlnet.config.global_pool_conditions)
+        count, pools = _facts(self.controlnet)
+        cond_only = self.unit.control_mode == CONTROL_MORE or pools
         return ActiveControl(self.controlnet, hint, residual_scales(self.unit, count, hires), cond_only,
                              self.unit.guidance_start, self.unit.guidance_end)
 
     @property
     def infotext(self) -> str:
         return infotext(self.unit, self.title, *self.settings)
+
+
+def _facts(controlnet) -> tuple[int, bool]:
+    """(residual count, pools globally) of a diffusers ControlNetModel or of an exported one
+    (backends.exported.ExportedControlNet)."""
+    if hasattr(controlnet, "controlnet_down_blocks"):
+        return len(controlnet.controlnet_down_blocks) + 1, bool(controlnet.config.global_pool_conditions)
+    return controlnet.residual_count, controlnet.global_pool_conditions
 
 
 def prepare_units(units: Sequence[ControlNetUnit], p: GenerationParams, seed: int,
