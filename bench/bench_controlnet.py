@@ -1,7 +1,9 @@
 """ControlNet sampling speed: sdrt's pipeline against diffusers' StableDiffusionControlNetPipeline
 on the same full-size SD1.5 UNet and ControlNets (random weights), with 0, 1 and 3 units, in one
 process, runs alternating. The ratios users feel: a ControlNet run against the plain run of the
-same implementation, and sdrt against diffusers at the same number of units.
+same implementation, and sdrt against diffusers at the same number of units. With --onnxruntime,
+sdrt's pipeline on an ONNX export of the same modules (`to_onnx(..., controlnets=...)`, fp32 here
+as on the CPU) joins the alternation.
 
 it/s is A1111's: sampler steps per second (CFG, so two UNet rows per step), timed between step
 callbacks, so text encoding and the VAE are left out. Units use a ready control image (module
@@ -9,6 +11,7 @@ callbacks, so text encoding and the VAE are left out. Units use a ready control 
 
     python bench/bench_controlnet.py --device cpu --size 256 --steps 3 --out bench/results/controlnet-cpu.json
     python bench/bench_controlnet.py --device cuda --size 512 --steps 20 --out .../controlnet-cuda.json
+    python bench/bench_controlnet.py --device cpu --size 256 --steps 3 --onnxruntime --out ...
     python bench/bench_controlnet.py --tiny   (the toy model: checks the script, measures little)
 """
 from __future__ import annotations
@@ -129,14 +132,31 @@ def measure(args, dtype: torch.dtype, sync) -> dict:
         for i, controlnet in enumerate(mods[3:]):
             folders.append(os.path.join(tmp, f"cn{i}"))
             controlnet.save_pretrained(folders[-1])
+        exported = onnxruntime_pipeline(ours, folders, os.path.join(tmp, "onnx"), args.device) if args.onnxruntime \
+            else None
         for n in UNIT_COUNTS:
             units = [{"module": "none", "model": f, "image": hint, "resize_mode": "Just Resize"} for f in folders[:n]]
-            run_sdrt(ours, units, args.size, 2, sync), run_diffusers(theirs, hint, n, args.size, 2, sync)  # warm-up
+            runs = {"sdrt": lambda steps: run_sdrt(ours, units, args.size, steps, sync),
+                    "diffusers": lambda steps: run_diffusers(theirs, hint, n, args.size, steps, sync)}
+            if exported is not None:
+                runs["sdrt_onnxruntime"] = lambda steps: run_sdrt(exported, units, args.size, steps, sync)
+            for run in runs.values():  # warm-up
+                run(2)
             for _ in range(args.repeats):
-                samples.setdefault(f"sdrt_{n}", []).append(run_sdrt(ours, units, args.size, args.steps, sync))
-                samples.setdefault(f"diffusers_{n}", []).append(
-                    run_diffusers(theirs, hint, n, args.size, args.steps, sync))
+                for name, run in runs.items():
+                    samples.setdefault(f"{name}_{n}", []).append(run(args.steps))
     return {k: {"it_per_s_median": statistics.median(v), "samples": v} for k, v in samples.items()}
+
+
+def onnxruntime_pipeline(ours, controlnet_folders: list, out_dir: str, device: str):
+    """`ours` exported with the ControlNets (units name them by their folders' paths), on ONNX Runtime."""
+    import sdrt
+    from sdrt.export import to_onnx
+
+    started = time.perf_counter()
+    to_onnx(ours, out_dir, controlnets=controlnet_folders, progress=lambda m: print(m, file=sys.stderr))
+    print(f"exported in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return sdrt.load(out_dir, backend="onnxruntime", device=device)
 
 
 def main(argv=None) -> int:
@@ -146,6 +166,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--tiny", action="store_true", help="the toy architecture (to check the script)")
+    p.add_argument("--onnxruntime", action="store_true", help="also sdrt on an ONNX export (fp32) of the same modules")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
@@ -155,8 +176,14 @@ def main(argv=None) -> int:
     ratios = {f"{impl}_{n}_units_over_plain": its[f"{impl}_{n}"] / its[f"{impl}_0"] for impl in ("sdrt", "diffusers")
               for n in UNIT_COUNTS[1:]}
     ratios.update({f"sdrt_over_diffusers_{n}_units": its[f"sdrt_{n}"] / its[f"diffusers_{n}"] for n in UNIT_COUNTS})
+    if args.onnxruntime:
+        ratios.update({f"sdrt_onnxruntime_{n}_units_over_plain": its[f"sdrt_onnxruntime_{n}"] / its["sdrt_onnxruntime_0"]
+                       for n in UNIT_COUNTS[1:]})
+        ratios.update({f"onnxruntime_over_torch_{n}_units": its[f"sdrt_onnxruntime_{n}"] / its[f"sdrt_{n}"]
+                       for n in UNIT_COUNTS})
     for n in UNIT_COUNTS:
-        print(f"{n} units: sdrt {its[f'sdrt_{n}']:.3f} it/s, diffusers {its[f'diffusers_{n}']:.3f} it/s")
+        print(f"{n} units: " + ", ".join(f"{k.rsplit('_', 1)[0]} {v:.3f} it/s" for k, v in its.items()
+                                         if k.endswith(f"_{n}")))
     print("ratios: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
     if args.out:
         write_results(args.out, {"benchmark": "controlnet sampling it/s (SD1.5 random weights, Euler, CFG 7)",
