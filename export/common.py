@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from typing import Callable, Optional, Sequence
 
 
@@ -60,3 +61,26 @@ def model_facts(pipe) -> dict:
             "latent_channels": info.latent_channels, "unet_in_channels": info.unet_in_channels,
             "prediction_type": info.prediction_type, "family": info.family, "hash": info.hash,
             "added_time_ids": int(info.added_time_ids)}
+
+
+def controlnets_for_export(pipe, names: Sequence[str], components: Sequence[str]) -> list[tuple[str, object, str]]:
+    """(folder name, ControlNetModel, infotext title) of each ControlNet, resolved and checked as a
+    unit's model is (sdrt.control.attach); all must give the same residual layout."""
+    from sdrt.loaders.model_folders import without_hash_suffix
+
+    from .controlnet_specs import residual_layout
+
+    controls: list[tuple[str, object, str]] = []
+    for i, name in enumerate(names or ()):
+        field = f"controlnets[{i}]"
+        if "unet" not in components:
+            raise ValueError(f"{field}={name!r}: ControlNets are exported with the UNet; add unet to the components")
+        model, title = pipe.control.load(name, field)
+        key = re.sub(r"[^A-Za-z0-9._-]+", "_", without_hash_suffix(title)).strip("._") or f"controlnet_{i}"
+        if key in [k for k, _, _ in controls]:
+            raise ValueError(f"{field}={name!r}: {title} is already in the export")
+        if controls and residual_layout(model) != residual_layout(controls[0][1]):
+            raise ValueError(f"{field}={name!r}: its residuals differ from {controls[0][2]}'s "
+                             f"({residual_layout(model)} vs {residual_layout(controls[0][1])})")
+        controls.append((key, model, title))
+    return controls

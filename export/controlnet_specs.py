@@ -80,19 +80,23 @@ def _inputs(unet, added: bool) -> tuple[TensorSpec, ...]:
     return base + (TensorSpec("text_embeds", ("batch", "pooled")), TensorSpec("time_ids", ("batch", "time_ids")))
 
 
-def _sample(unet, controlnet, added: bool, dtype, with_residuals: bool, batch: int = 2):
-    size = int(unet.config.sample_size)
+def sample_inputs(unet, controlnet, *, residuals: bool, dtype=torch.float32, batch: int = 2,
+                  size: int | None = None) -> tuple[torch.Tensor, ...]:
+    """Inputs of the `controlnet` graph (or, with `residuals`, of `unet_controlled`) at latent
+    `size` (default: the UNet's sample size): random, in the specs' order."""
+    added = getattr(unet.config, "addition_embed_type", None) == "text_time"
+    size = size or int(unet.config.sample_size)
     g = torch.Generator().manual_seed(0)
     inputs = [torch.randn(batch, 4, size, size, generator=g).to(dtype), torch.tensor([500.0] * batch, dtype=dtype),
               torch.randn(batch, TOKENS, int(unet.config.cross_attention_dim), generator=g).to(dtype)]
-    if not with_residuals:
+    if not residuals:
         inputs += [torch.rand(batch, 3, size * 8, size * 8, generator=g).to(dtype), torch.ones(batch, dtype=dtype)]
     if added:
         pooled = int(unet.config.projection_class_embeddings_input_dim) - 6 * int(unet.config.addition_time_embed_dim)
         inputs += [torch.randn(batch, pooled, generator=g).to(dtype),
                    torch.tensor([[size * 8, size * 8, 0, 0, size * 8, size * 8]] * batch, dtype=dtype)]
-    if with_residuals:
-        inputs += [torch.randn(batch, c, size // f, size // f, generator=g).to(dtype) * 0.1
+    if residuals:
+        inputs += [torch.randn(batch, c, -(-size // f), -(-size // f), generator=g).to(dtype) * 0.1
                    for c, f in residual_layout(controlnet)]
     return tuple(inputs)
 
@@ -108,11 +112,12 @@ def controlnet_components(unet, controlnet) -> dict[str, ComponentSpec]:
     return {
         "controlnet": ComponentSpec("controlnet", control_inputs, residuals,
                                     lambda p: ControlNetForExport(p.controlnet, added),
-                                    lambda p, dtype: _sample(p.unet, p.controlnet, added, dtype, False)),
+                                    lambda p, dtype: sample_inputs(p.unet, p.controlnet, residuals=False, dtype=dtype)),
         "unet_controlled": ComponentSpec("unet_controlled", inputs + residuals,
                                          (TensorSpec("out_sample", ("batch", 4, "h1", "w1")),),
                                          lambda p: UNetWithResidualsForExport(p.unet, added, count),
-                                         lambda p, dtype: _sample(p.unet, p.controlnet, added, dtype, True)),
+                                         lambda p, dtype: sample_inputs(p.unet, p.controlnet, residuals=True,
+                                                                        dtype=dtype)),
     }
 
 

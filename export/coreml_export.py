@@ -20,6 +20,7 @@ import os
 import sys
 import time
 import warnings
+from functools import partial
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -27,7 +28,8 @@ import torch
 from sdrt.backends import manifests
 from sdrt.backends.attention import SplitEinsumAttnProcessor, attention_processors
 
-from .common import check_components, check_writable, model_facts, require_torch_pipeline, with_loras
+from .common import (check_components, check_writable, controlnets_for_export, model_facts,
+                     require_torch_pipeline, with_loras)
 from .specs import TOKENS, added_unet_sample, components_for
 
 MANIFEST = manifests.COREML
@@ -84,20 +86,41 @@ def sample_inputs(pipe, component: str, *, size: Optional[int] = None) -> tuple[
 def convert_component(pipe, component: str, path: str, *, size: Optional[int] = None, attention: str = "original",
                       palettize_bits: Optional[int] = None):
     """One component -> an .mlpackage at `path`; returns the coremltools model."""
-    ct = _coremltools()
     specs = components_for(pipe)
     if component not in specs:
         raise ValueError(f"component {component!r} unknown; valid: {', '.join(specs)}")
+    return _convert(specs[component], pipe, sample_inputs(pipe, component, size=size), path,
+                    unet=pipe.unet if component == "unet" else None, attention=attention,
+                    palettize_bits=palettize_bits)
+
+
+def convert_controlnet_part(pipe, controlnet, part: str, path: str, *, size: Optional[int] = None,
+                            attention: str = "original", palettize_bits: Optional[int] = None):
+    """`part` "controlnet" (the ControlNet) or "unet_controlled" (the UNet taking its residuals) ->
+    an .mlpackage at `path`, at the UNet package's fixed shapes (batch 2, the model's size unless
+    told); returns the coremltools model."""
+    from .controlnet_specs import controlnet_components, pair, sample_inputs as controlnet_sample
+
+    size = size or pipe.info.default_size
+    if size % 64:
+        raise ValueError(f"size={size}: Core ML packages take pixel sizes in multiples of 64")
+    residuals = part == "unet_controlled"
+    sample = controlnet_sample(pipe.unet, controlnet, residuals=residuals, size=size // 8)
+    return _convert(controlnet_components(pipe.unet, controlnet)[part], pair(pipe.unet, controlnet), sample, path,
+                    unet=pipe.unet if residuals else None, attention=attention, palettize_bits=palettize_bits)
+
+
+def _convert(spec, modules, sample: tuple, path: str, *, unet, attention: str, palettize_bits: Optional[int]):
+    """`spec`'s module of `modules`, exported at `sample`'s fixed shapes, to an .mlpackage at `path`
+    (`unet`: the UNet whose attention processors `attention` sets)."""
+    ct = _coremltools()
     if attention not in ATTENTION:
         raise ValueError(f"attention={attention!r}; valid: {', '.join(ATTENTION)}")
     if palettize_bits is not None and palettize_bits not in PALETTIZE_BITS:  # before minutes of conversion
         raise ValueError(f"palettize_bits={palettize_bits}; Core ML palettizes to 1, 2, 3, 4, 6 or 8 bits")
-    spec = specs[component]
-    module = spec.wrap(pipe).eval().float()
+    module = spec.wrap(modules).eval().float()
     processor = SplitEinsumAttnProcessor() if attention == "split_einsum" else None
-    sample = sample_inputs(pipe, component, size=size)
-    with attention_processors(getattr(pipe, "unet", None) if component == "unet" else None, processor), \
-            warnings.catch_warnings(), torch.no_grad(), _quiet():
+    with attention_processors(unet, processor), warnings.catch_warnings(), torch.no_grad(), _quiet():
         warnings.simplefilter("ignore")
         program = torch.export.export(module, sample).run_decompositions({})
         model = ct.convert(program, minimum_deployment_target=ct.target.macOS14,
@@ -106,7 +129,7 @@ def convert_component(pipe, component: str, path: str, *, size: Optional[int] = 
                            outputs=[ct.TensorType(name=t.name) for t in spec.outputs])
         if palettize_bits is not None:
             model = _palettize(model, palettize_bits)
-        model.short_description = f"sdrt {component} ({attention} attention)"
+        model.short_description = f"sdrt {spec.name} ({attention} attention)"
         model.save(path)
     return model
 
@@ -121,10 +144,12 @@ def _palettize(model, bits: int):
 
 def to_coreml(pipe, out_dir: str, *, components: Sequence[str] | None = None, size: Optional[int] = None,
               attention: str = "original", palettize_bits: Optional[int] = None, loras: Sequence | None = None,
-              progress: Optional[Callable[[str], None]] = None, in_place: bool = False) -> dict:
+              progress: Optional[Callable[[str], None]] = None, in_place: bool = False,
+              controlnets: Sequence[str] = ()) -> dict:
     """Export a loaded torch-backend Pipeline (``sdrt.load(model)``) to `out_dir` as .mlpackage
     files plus sdrt_coreml.json (names, shapes, model facts). `loras` are merged first, into a copy
-    of `pipe` unless `in_place`."""
+    of `pipe` unless `in_place`. `controlnets` (names or paths, as a unit's model): each to
+    controlnets/<name>.mlpackage, and the UNet as unet_controlled.mlpackage taking their residuals."""
     from sdrt import __version__
 
     require_torch_pipeline(pipe, exporter="to_coreml")
@@ -133,18 +158,44 @@ def to_coreml(pipe, out_dir: str, *, components: Sequence[str] | None = None, si
     check_writable(out_dir)
     say = progress or (lambda message: None)
     pipe = with_loras(pipe, loras, say, in_place=in_place)
+    controls = controlnets_for_export(pipe, controlnets, names)
     manifest = {"format": manifests.FORMAT, "sdrt_version": __version__, "attention": attention,
                 "palettize_bits": palettize_bits, "model": model_facts(pipe), "components": {}}
+    options = dict(size=size, attention=attention, palettize_bits=palettize_bits)
     for name in names:
-        started = time.perf_counter()
-        path = os.path.join(out_dir, f"{name}.mlpackage")
-        converted = convert_component(pipe, name, path, size=size, attention=attention, palettize_bits=palettize_bits)
-        description = converted.get_spec().description
-        entry = manifest["components"][name] = {
-            "file": f"{name}.mlpackage",
-            "inputs": {i.name: list(i.type.multiArrayType.shape) for i in description.input},
-            "outputs": {o.name: list(o.type.multiArrayType.shape) for o in description.output},
-            "seconds": round(time.perf_counter() - started, 2)}
-        say(f"{name}: {entry['inputs']} -> {entry['outputs']} in {entry['seconds']} s")
+        if name == "unet" and controls:
+            manifest["components"]["unet_controlled"], manifest["controlnets"] = _convert_controlled(
+                pipe, controls, out_dir, options, say)
+            continue
+        file = f"{name}.mlpackage"
+        manifest["components"][name] = _timed(
+            file, partial(convert_component, pipe, name, os.path.join(out_dir, file), **options), say)
     manifests.write_manifest(out_dir, MANIFEST, manifest)
     return manifest
+
+
+def _convert_controlled(pipe, controls, out_dir: str, options: dict,
+                        say: Callable[[str], None]) -> tuple[dict, dict]:
+    """The manifest entries of the UNet taking ControlNet residuals and of each ControlNet."""
+    os.makedirs(os.path.join(out_dir, "controlnets"), exist_ok=True)
+    entries = {}
+    for key, model, title in controls:
+        file = f"controlnets/{key}.mlpackage"
+        entries[key] = {**_timed(file, partial(convert_controlnet_part, pipe, model, "controlnet",
+                                               os.path.join(out_dir, file), **options), say), "title": title,
+                        "global_pool_conditions": bool(model.config.global_pool_conditions)}
+    file = "unet_controlled.mlpackage"
+    unet = _timed(file, partial(convert_controlnet_part, pipe, controls[0][1], "unet_controlled",
+                                os.path.join(out_dir, file), **options), say)
+    return unet, entries
+
+
+def _timed(file: str, convert: Callable, say: Callable[[str], None]) -> dict:
+    """Run a conversion; its package's manifest entry: file, fixed input and output shapes, time."""
+    started = time.perf_counter()
+    description = convert().get_spec().description
+    entry = {"file": file, "inputs": {i.name: list(i.type.multiArrayType.shape) for i in description.input},
+             "outputs": {o.name: list(o.type.multiArrayType.shape) for o in description.output},
+             "seconds": round(time.perf_counter() - started, 2)}
+    say(f"{file}: {entry['inputs']} -> {entry['outputs']} in {entry['seconds']} s")
+    return entry

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from typing import Callable, Optional, Sequence
@@ -26,9 +25,9 @@ import numpy as np
 import torch
 
 from sdrt.backends import manifests
-from sdrt.loaders.model_folders import without_hash_suffix
 
-from .common import check_components, check_writable, model_facts, require_torch_pipeline, with_loras
+from .common import (check_components, check_writable, controlnets_for_export, model_facts,
+                     require_torch_pipeline, with_loras)
 from .specs import PROFILES, components_for, model_widths
 
 MANIFEST = manifests.ONNX
@@ -93,27 +92,6 @@ def _graph_files(manifest: dict) -> list[str]:
     """The graph files a manifest names: its components' and its ControlNets'."""
     entries = [*manifest.get("components", {}).values(), *manifest.get("controlnets", {}).values()]
     return [e["file"] for e in entries if isinstance(e, dict) and "file" in e]
-
-
-def controlnets_for_export(pipe, names: Sequence[str], components: Sequence[str]) -> list[tuple[str, object, str]]:
-    """(folder name, ControlNetModel, infotext title) of each ControlNet, resolved and checked as a
-    unit's model is (sdrt.control.attach); all must give the same residual layout."""
-    from .controlnet_specs import residual_layout
-
-    controls: list[tuple[str, object, str]] = []
-    for i, name in enumerate(names or ()):
-        field = f"controlnets[{i}]"
-        if "unet" not in components:
-            raise ValueError(f"{field}={name!r}: ControlNets are exported with the UNet; add unet to the components")
-        model, title = pipe.control.load(name, field)
-        key = re.sub(r"[^A-Za-z0-9._-]+", "_", without_hash_suffix(title)).strip("._") or f"controlnet_{i}"
-        if key in [k for k, _, _ in controls]:
-            raise ValueError(f"{field}={name!r}: {title} is already in the export")
-        if controls and residual_layout(model) != residual_layout(controls[0][1]):
-            raise ValueError(f"{field}={name!r}: its residuals differ from {controls[0][2]}'s "
-                             f"({residual_layout(model)} vs {residual_layout(controls[0][1])})")
-        controls.append((key, model, title))
-    return controls
 
 
 def _export_controlled(pipe, controls, out_dir: str, fp16: bool, say: Callable[[str], None]) -> tuple[dict, dict]:

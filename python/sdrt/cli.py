@@ -66,12 +66,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.to == "coreml":
         from .export import to_coreml
 
-        if args.controlnet:
-            raise ValueError("--controlnet: Core ML exports do not take ControlNets yet; export --to onnx")
 
         manifest = to_coreml(pipe, args.output, size=args.size, attention=args.attention,
-                             palettize_bits=args.palettize, loras=loras, progress=say, in_place=True)
-        print(f"wrote {args.output}: {', '.join(c['file'] for c in manifest['components'].values())} "
+                             palettize_bits=args.palettize, loras=loras, progress=say, in_place=True,
+                             controlnets=args.controlnet or ())
+        files = [c["file"] for c in (*manifest["components"].values(), *manifest.get("controlnets", {}).values())]
+        print(f"wrote {args.output}: {', '.join(files)} "
               f"({args.attention} attention) in {time.perf_counter() - started:.1f} s; running them needs macOS")
         return 0
     from .export import to_onnx
@@ -286,8 +286,9 @@ def _add_export_parser(sub) -> None:
     export.add_argument("--size", type=int, default=None, help="coreml: image size in pixels (default: the model's)")
     export.add_argument("--lora", action="append", help="NAME_OR_PATH[:WEIGHT] merged before export (repeatable)")
     export.add_argument("--controlnet", action="append",
-                        help="onnx: a ControlNet (name in models/ControlNet, path, or toy_canny / toy_seg) exported "
-                             "beside the model, for ControlNet units on --backend onnxruntime (repeatable)")
+                        help="a ControlNet (name in models/ControlNet, path, or toy_canny / toy_seg) exported beside "
+                             "the model, with the UNet taking its residuals (repeatable; onnx: for ControlNet units "
+                             "on --backend onnxruntime)")
     export.add_argument("--models-dir", default=None, help="default: $SDRT_MODELS_ROOT")
     export.set_defaults(func=_cmd_export)
 

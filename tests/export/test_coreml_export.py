@@ -114,3 +114,42 @@ def test_cli_export_to_coreml(tmp_path, capsys):
     assert "running them needs macOS" in capsys.readouterr().out
     spec = ct.utils.load_spec(str(tmp_path / "c" / "unet.mlpackage"))
     assert list(spec.description.input[0].type.multiArrayType.shape) == [2, 4, 16, 16]
+
+
+@pytest.fixture(scope="module")
+def controlled(pipe, tmp_path_factory):
+    out = tmp_path_factory.mktemp("coreml_cn")
+    return str(out), to_coreml(pipe, str(out), components=["unet"], controlnets=["toy_canny"])
+
+
+def test_controlnet_packages_fit_the_controlled_unet(controlled):
+    """`--controlnet`: the ControlNet's package gives exactly the residuals the UNet's package
+    takes, at the UNet package's fixed shapes (batch 2, the toy's 64 px)."""
+    out, manifest = controlled
+    assert list(manifest["components"]) == ["unet_controlled"]
+    control, unet = manifest["controlnets"]["toy_canny"], manifest["components"]["unet_controlled"]
+    assert control["title"] == "toy_canny" and control["file"] == "controlnets/toy_canny.mlpackage"
+    assert control["inputs"] == {"sample": [2, 4, 8, 8], "timestep": [2], "encoder_hidden_states": [2, 77, 64],
+                                 "controlnet_cond": [2, 3, 64, 64], "conditioning_scale": [2]}
+    residuals = {k: v for k, v in unet["inputs"].items() if k.startswith(("down_", "mid"))}
+    assert residuals == control["outputs"] and len(residuals) == 5
+    assert unet["outputs"] == {"out_sample": [2, 4, 8, 8]}
+    assert os.path.isdir(os.path.join(out, control["file"])) and os.path.isdir(os.path.join(out, unet["file"]))
+
+
+@pytest.mark.skipif(sys.platform != "darwin", reason="running a Core ML package needs macOS (conversion is tested above)")
+def test_coreml_controlnet_chain_predicts_like_torch(controlled, pipe):
+    from sdrt.control import load_controlnet
+
+    out, manifest = controlled
+    control = ct.models.MLModel(os.path.join(out, manifest["controlnets"]["toy_canny"]["file"]))
+    unet = ct.models.MLModel(os.path.join(out, manifest["components"]["unet_controlled"]["file"]))
+    x, t, ctx = torch.randn(2, 4, 8, 8), torch.tensor([500.0, 500.0]), torch.randn(2, 77, 64)
+    hint = torch.rand(2, 3, 64, 64)
+    residuals = control.predict({"sample": x.numpy(), "timestep": t.numpy(), "encoder_hidden_states": ctx.numpy(),
+                                 "controlnet_cond": hint.numpy(), "conditioning_scale": np.ones(2, np.float32)})
+    got = unet.predict({"sample": x.numpy(), "timestep": t.numpy(), "encoder_hidden_states": ctx.numpy(), **residuals})
+    with torch.no_grad():
+        down, mid = load_controlnet("toy_canny")(x, t, ctx, hint, return_dict=False)
+        want = pipe.unet(x, t, ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+    assert np.abs(got["out_sample"] - want.numpy()).max() < 5e-2  # fp16 compute
