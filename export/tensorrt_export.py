@@ -195,15 +195,43 @@ def plan_engines(onnx_dir: str, *, fp16: bool = True, batch: tuple[int, int] | N
     plan = {"format": manifests.FORMAT, "fp16": fp16, "model": onnx_manifest["model"],
             "model_sigmas": onnx_manifest["model_sigmas"], "text_layers": onnx_manifest.get("text_layers"),
             "onnx": os.path.abspath(onnx_dir), "components": {}}
-    for name, component in onnx_manifest["components"].items():
+    ranges = dict(batch=batch, size=size, text_chunks=text_chunks)
+    controlled = controlled_profiles(shape_profile("unet", facts, **ranges), onnx_manifest["controlnet_residuals"]) \
+        if "controlnet_residuals" in onnx_manifest else {}
+
+    def engine(component: dict, folder: str, profile: Profile) -> dict:
         onnx_file = os.path.join(onnx_dir, component["file"])
-        profile = shape_profile(name, facts, batch=batch, size=size, text_chunks=text_chunks)
         key = engine_cache_key(_file_sha256(onnx_file), profile, fp16=fp16, refittable=True,
                                tensorrt_version=tensorrt_version, device=device)
-        plan["components"][name] = {"onnx": onnx_file, "engine": os.path.join(name, f"{key}.plan"),
-                                    "profile": profile, "inputs": component["inputs"],
-                                    "outputs": component["outputs"], "cache_key": key}
+        return {"onnx": onnx_file, "engine": os.path.join(folder, f"{key}.plan"), "profile": profile,
+                "inputs": component["inputs"], "outputs": component["outputs"], "cache_key": key}
+
+    for name, component in onnx_manifest["components"].items():
+        profile = controlled["unet_controlled"] if name == "unet_controlled" else shape_profile(name, facts, **ranges)
+        plan["components"][name] = engine(component, name, profile)
+    if controlled:  # ControlNets exported with the model (sdrt export --controlnet)
+        plan["controlnet_residuals"] = onnx_manifest["controlnet_residuals"]
+        plan["controlnets"] = {
+            key: {**engine(c, os.path.join("controlnets", key), controlled["controlnet"]), "title": c["title"],
+                  "global_pool_conditions": c.get("global_pool_conditions", False)}
+            for key, c in onnx_manifest["controlnets"].items()}
     return plan
+
+
+def controlled_profiles(unet_profile: Profile, residuals: list[dict]) -> dict[str, Profile]:
+    """The profiles of `unet_controlled` and of a ControlNet, from the UNet's: each residual at
+    1/factor of the latent size with its channels, the control image at 8x the latent size, one
+    conditioning scale per row."""
+    sample = unet_profile["sample"]  # (min, opt, max) of (batch, channels, height, width)
+
+    def each(shape_of) -> tuple[Shape, Shape, Shape]:
+        return tuple(shape_of(*shape) for shape in sample)
+
+    taken = {r["name"]: each(lambda b, _, h, w, r=r: (b, r["channels"], -(-h // r["factor"]), -(-w // r["factor"])))
+             for r in residuals}
+    control = {**unet_profile, "controlnet_cond": each(lambda b, _, h, w: (b, 3, h * 8, w * 8)),
+               "conditioning_scale": each(lambda b, *_: (b,))}
+    return {"unet_controlled": {**unet_profile, **taken}, "controlnet": control}
 
 
 def to_tensorrt(onnx_dir: str, out_dir: str, *, fp16: bool = True, batch=None, size=None, text_chunks=None,
@@ -220,7 +248,8 @@ def to_tensorrt(onnx_dir: str, out_dir: str, *, fp16: bool = True, batch=None, s
     plan = plan_engines(onnx_dir, fp16=fp16, batch=batch, size=size, text_chunks=text_chunks,
                         tensorrt_version=trt.__version__, device=device)
     os.makedirs(out_dir, exist_ok=True)
-    for name, component in plan["components"].items():
+    graphs = {**plan["components"], **{f"controlnets/{k}": c for k, c in plan.get("controlnets", {}).items()}}
+    for name, component in graphs.items():
         engine = os.path.join(out_dir, component["engine"])
         if os.path.isfile(engine):
             say(f"{name}: cached engine {component['cache_key']}")

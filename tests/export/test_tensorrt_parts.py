@@ -109,6 +109,30 @@ def test_engine_plan_from_an_onnx_export(tmp_path):
         trt_export.plan_engines(str(tmp_path))
 
 
+def test_engine_plan_of_an_export_with_a_controlnet_fits_its_graphs(tmp_path):
+    """The ControlNet's and the controlled UNet's profiles: at the profile's min and max shapes the
+    ControlNet graph (run on ONNX Runtime) gives exactly the residual shapes the UNet's profile
+    declares, and every graph input has a profile of its rank."""
+    import onnxruntime as ort
+
+    from sdrt.export.onnx_export import to_onnx
+
+    to_onnx(sdrt.load("toy"), str(tmp_path), components=["unet"], controlnets=["toy_seg"])
+    plan = trt_export.plan_engines(str(tmp_path), size=(64, 128), tensorrt_version="10.3", device="H100")
+    unet, control = plan["components"]["unet_controlled"], plan["controlnets"]["toy_seg"]
+    assert control["engine"] == f"controlnets/toy_seg/{control['cache_key']}.plan" and control["title"] == "toy_seg"
+    session = ort.InferenceSession(control["onnx"], providers=["CPUExecutionProvider"])
+    for graph, entry in ((session, control), (ort.InferenceSession(unet["onnx"], providers=["CPUExecutionProvider"]),
+                                              unet)):
+        assert {i.name: len(i.shape) for i in graph.get_inputs()} == {k: len(v[0]) for k, v in entry["profile"].items()}
+    for end in (0, 2):  # the profile's min and max shapes
+        feed = {name: np.random.default_rng(end).random(shapes[end], dtype=np.float32)
+                for name, shapes in control["profile"].items()}
+        outputs = session.run(None, feed)
+        assert [o.shape for o in outputs] == [unet["profile"][name][end] for name in control["outputs"]]
+    assert unet["profile"]["mid"][2] == (16, 128, 8, 8) and control["profile"]["controlnet_cond"][0] == (1, 3, 64, 64)
+
+
 def test_tensorrt_backend_refuses_clearly_without_a_gpu_or_engines(tmp_path):
     with pytest.raises(ValueError, match="device=.cpu.: the tensorrt backend runs on a CUDA GPU"):
         sdrt.load(str(tmp_path), backend="tensorrt", device="cpu")

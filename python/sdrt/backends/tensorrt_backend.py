@@ -103,15 +103,17 @@ class TensorRTBackend(ExportedBackend):
         self.folder = folder
         self.manifest = manifests.read_manifest(folder, MANIFEST)
         self.device = torch.device(device)
+        graphs = {**self.manifest["components"],  # and the ControlNets exported with the model
+                  **{f"controlnet/{key}": c for key, c in self.manifest.get("controlnets", {}).items()}}
         self.engines = {name: _Engine(os.path.join(folder, c["engine"]), _profile(c["profile"]), self.device,
-                                      use_cuda_graphs) for name, c in self.manifest["components"].items()}
+                                      use_cuda_graphs) for name, c in graphs.items()}
         self.token_embeddings = load_token_embeddings(folder, self.engines, self.device)
 
     def _run_outputs(self, component: str, like: torch.Tensor, **inputs: torch.Tensor) -> list[torch.Tensor]:
         engine: Optional[_Engine] = self.engines.get(component)
         if engine is None:
             raise self._missing(component, self.engines)
-        outputs = self.manifest["components"][component]["outputs"]
+        outputs = self._entry(component)["outputs"]
         feed = {k: v.to(self.device) for k, v in inputs.items()}
         return [out.to(like.device, torch.float32, copy=True) for out in engine(feed, outputs)]
 
