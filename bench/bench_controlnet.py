@@ -169,6 +169,8 @@ def main(argv=None) -> int:
     p.add_argument("--onnxruntime", action="store_true", help="also sdrt on an ONNX export (fp32) of the same modules")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.onnxruntime and args.device != "cpu":  # to_onnx traces CPU fp32 modules (and makes them fp32)
+        p.error("--onnxruntime: measure on --device cpu (the export traces the CPU fp32 modules)")
     dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     result = measure(args, dtype, sync)

@@ -70,12 +70,17 @@ def controlnets_for_export(pipe, names: Sequence[str], components: Sequence[str]
 
     from .controlnet_specs import residual_layout
 
+    if isinstance(names, (str, os.PathLike)):
+        raise TypeError(f"controlnets={os.fspath(names)!r}: expected a list of names or paths")
     controls: list[tuple[str, object, str]] = []
     for i, name in enumerate(names or ()):
         field = f"controlnets[{i}]"
         if "unet" not in components:
             raise ValueError(f"{field}={name!r}: ControlNets are exported with the UNet; add unet to the components")
         model, title = pipe.control.load(name, field)
+        if int(model.config.in_channels) != int(pipe.unet.config.in_channels):
+            raise ValueError(f"{field}={name!r}: a ControlNet for a {model.config.in_channels}-channel UNet does not fit "
+                             f"this model's {pipe.unet.config.in_channels}-channel UNet (an inpainting model?)")
         key = re.sub(r"[^A-Za-z0-9._-]+", "_", without_hash_suffix(title)).strip("._") or f"controlnet_{i}"
         if key in [k for k, _, _ in controls]:
             raise ValueError(f"{field}={name!r}: {title} is already in the export")

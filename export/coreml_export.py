@@ -107,12 +107,12 @@ def convert_controlnet_part(pipe, controlnet, part: str, path: str, *, size: Opt
     residuals = part == "unet_controlled"
     sample = controlnet_sample(pipe.unet, controlnet, residuals=residuals, size=size // 8)
     return _convert(controlnet_components(pipe.unet, controlnet)[part], pair(pipe.unet, controlnet), sample, path,
-                    unet=pipe.unet if residuals else None, attention=attention, palettize_bits=palettize_bits)
+                    unet=pipe.unet if residuals else controlnet, attention=attention, palettize_bits=palettize_bits)
 
 
 def _convert(spec, modules, sample: tuple, path: str, *, unet, attention: str, palettize_bits: Optional[int]):
     """`spec`'s module of `modules`, exported at `sample`'s fixed shapes, to an .mlpackage at `path`
-    (`unet`: the UNet whose attention processors `attention` sets)."""
+    (`unet`: the UNet or ControlNet whose attention processors `attention` sets)."""
     ct = _coremltools()
     if attention not in ATTENTION:
         raise ValueError(f"attention={attention!r}; valid: {', '.join(ATTENTION)}")

@@ -230,6 +230,10 @@ def _content_hash(pipe, options: dict, extra_modules: Sequence = ()) -> str:
     modules = (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None), pipe.unet, pipe.vae,
                *extra_modules)
     for module in (m for m in modules if m is not None):
+        # config-only settings change the graph too (a ControlNet's pooling or control channel order)
+        config = getattr(module, "config", {})
+        config = config.to_dict() if hasattr(config, "to_dict") else dict(config)  # transformers' / diffusers'
+        h.update(json.dumps(config, sort_keys=True, default=str).encode())
         for name, tensor in sorted(module.state_dict().items()):
             h.update(name.encode())
             h.update(str(tensor.dtype).encode())

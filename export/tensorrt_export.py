@@ -268,8 +268,13 @@ def to_tensorrt(onnx_dir: str, out_dir: str, *, fp16: bool = True, batch=None, s
 
 
 def _file_sha256(path: str) -> str:
+    """Of an ONNX file and its external weights (model.onnx.data beside it, past 2 GB), so an
+    engine of other weights is never reused."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for part in (path, path + ".data"):
+        if not os.path.isfile(part):
+            continue
+        with open(part, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()

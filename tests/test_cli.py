@@ -49,11 +49,13 @@ def test_info_and_help_print_only_sdrt_lines(capsys):
     commands = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices).choices
     assert {"info", "txt2img", "img2img", "export", "convert", "bench"} <= set(commands)
     capsys.readouterr()
+    already = set(sys.modules)
     for command in commands:  # in this process: each `sdrt X --help` subprocess would pay torch's import again
         with pytest.raises(SystemExit) as exited:
             main([command, "--help"])
         out = capsys.readouterr()
         assert exited.value.code == 0 and out.err == "" and out.out.startswith(f"usage: sdrt {command}"), command
+    assert not {"coremltools", "tensorrt"} & (set(sys.modules) - already)  # help imports no optional backend
 
 
 def test_no_command_prints_help_and_fails(capsys):

@@ -66,7 +66,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.to == "coreml":
         from .export import to_coreml
 
-
         manifest = to_coreml(pipe, args.output, size=args.size, attention=args.attention,
                              palettize_bits=args.palettize, loras=loras, progress=say, in_place=True,
                              controlnets=args.controlnet or ())

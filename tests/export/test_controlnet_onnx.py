@@ -154,6 +154,38 @@ def test_unit_names_match_as_the_extension_gives_them():
         backend.find_controlnet("control_v11p_sd15_depth")
 
 
+def test_a_file_path_must_be_the_exported_version(tmp_path):
+    """A unit naming a ControlNet by a file's path gets the exported ControlNet only if that file
+    has the exported one's hash (another version is refused, not silently replaced)."""
+    from safetensors.torch import save_file
+
+    from sdrt.control.job import model_title
+    from sdrt.pipelines.params import ParamError
+
+    unet = sdrt.load("toy").unet
+    files = []
+    for seed in (0, 1):
+        controlnet = toy_config.build_controlnet(unet)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for p in controlnet.parameters():
+                p.add_(torch.randn(p.shape) * 0.01)
+        folder = tmp_path / f"v{seed}"
+        folder.mkdir()
+        save_file({k: v.contiguous() for k, v in controlnet.state_dict().items()}, str(folder / "canny.safetensors"))
+        files.append(str(folder / "canny.safetensors"))
+    out = tmp_path / "onnx"
+    from sdrt.export import to_onnx
+
+    manifest = to_onnx(sdrt.load("toy"), str(out), components=["unet"], controlnets=[files[0]])
+    assert manifest["controlnets"]["canny"]["title"] == model_title(files[0])
+    control = sdrt.load(str(out), backend="onnxruntime").control
+    handle, title = control.load(files[0])
+    assert handle.key == "canny" and title == model_title(files[0])
+    with pytest.raises(ParamError, match="another version"):
+        control.load(files[1])
+
+
 def test_residual_count_is_checked(controlled_export):
     out, _ = controlled_export
     backend = sdrt.load(str(out), backend="onnxruntime").backend

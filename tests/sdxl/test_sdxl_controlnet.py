@@ -78,3 +78,5 @@ def test_sdxl_controlnet_on_onnxruntime_matches_torch(tiny_sdxl, tmp_path):
                                                                             controlnet=[unit], **kw)
     a, b = (np.asarray(r.images[0], dtype=int) for r in (want, got))
     assert np.abs(a - b).max() <= 1
+    plain = sdrt.load(str(tmp_path / "onnx"), backend="onnxruntime").txt2img("a red cat in a hat", "fog", **kw)
+    assert np.abs(np.asarray(plain.images[0], dtype=int) - b).max() > 8  # the unit did change the picture

@@ -19,8 +19,8 @@ class BackendCapabilities:
     # the backend holds torch modules (unet, text_encoder, vae) whose weights job-scoped patches
     # such as LoRA may change and restore
     patchable_weights: bool
-    # unet_forward accepts `extras`: keyword inputs of diffusers' UNet call, e.g. ControlNet's
-    # down_block_additional_residuals / mid_block_additional_residual
+    # unet_forward accepts any `extras`: keyword inputs of diffusers' UNet call (the exported
+    # backends take only SDXL's added conditions and, exported with ControlNets, their residuals)
     extra_unet_inputs: bool
     # device types the backend runs on ("cpu", "cuda", "mps")
     devices: tuple[str, ...]

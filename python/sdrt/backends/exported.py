@@ -205,8 +205,8 @@ class ExportedBackend:
             return {}
         if not isinstance(added, dict) or set(added) != {"text_embeds", "time_ids"}:
             got = ", ".join(sorted(added)) if isinstance(added, dict) else repr(added)
-            raise ValueError(f"extras: this SDXL export's UNet needs added_cond_kwargs with exactly text_embeds and "
-                             f"time_ids (got {got})")
+            raise ValueError(f"extras: this SDXL export's {component} needs added_cond_kwargs with exactly "
+                             f"text_embeds and time_ids (got {got})")
         return {"text_embeds": added["text_embeds"], "time_ids": added["time_ids"]}
 
     def _embed(self, component: str, ids: torch.Tensor, embeddings) -> torch.Tensor:

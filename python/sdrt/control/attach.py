@@ -38,8 +38,8 @@ class PipelineControl:
         backend running an export, the ControlNet exported with it (backends.exported)."""
         find_exported = getattr(self.pipe.backend, "find_controlnet", None)
         if find_exported is not None:
-            try:
-                return find_exported(name)
+            try:  # a file's path is matched by its title, so its hash tells another version apart
+                return find_exported(model_title(name) if os.path.isfile(name) else name)
             except ValueError as e:
                 raise ParamError(field, f"{field}={name!r}: {e}") from e
         try:
