@@ -10,14 +10,19 @@ import sdrt
 from sdrt.pipelines.rng import ImageRNG
 
 
-def test_sdxl_controlnet_matches_diffusers(tiny_sdxl, tmp_path):
-    folder, ref = tiny_sdxl
-    controlnet = ControlNetModel.from_unet(ref.unet)
-    g = torch.Generator().manual_seed(4)
+def save_random_controlnet(unet, folder, seed: int) -> None:
+    """A ControlNet of `unet` whose zero convolutions are not zero (it changes the picture)."""
+    controlnet = ControlNetModel.from_unet(unet)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in controlnet.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    controlnet.save_pretrained(tmp_path / "cn", safe_serialization=True)
+    controlnet.save_pretrained(folder, safe_serialization=True)
+
+
+def test_sdxl_controlnet_matches_diffusers(tiny_sdxl, tmp_path):
+    folder, ref = tiny_sdxl
+    save_random_controlnet(ref.unet, tmp_path / "cn", seed=4)
     hint = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     ours = sdrt.load(folder)
     unit = {"module": "none", "model": str(tmp_path / "cn"), "image": hint, "weight": 0.8,
@@ -61,12 +66,7 @@ def test_sdxl_controlnet_on_onnxruntime_matches_torch(tiny_sdxl, tmp_path):
     from sdrt.export import to_onnx
 
     folder, ref = tiny_sdxl
-    controlnet = ControlNetModel.from_unet(ref.unet)
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for p in controlnet.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    controlnet.save_pretrained(tmp_path / "cn-xl", safe_serialization=True)
+    save_random_controlnet(ref.unet, tmp_path / "cn-xl", seed=5)
     manifest = to_onnx(sdrt.load(folder), str(tmp_path / "onnx"), controlnets=[str(tmp_path / "cn-xl")])
     assert "text_embeds" in manifest["controlnets"]["cn-xl"]["inputs"]
     unit = {"module": "none", "model": "cn-xl", "weight": 0.8, "resize_mode": "Just Resize",
