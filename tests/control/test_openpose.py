@@ -169,3 +169,29 @@ def test_missing_file_names_file_and_folder(tmp_path):
     with pytest.raises(MissingAnnotatorError) as e:
         op.openpose(image, 64, 0.5, 0.5, folders=ModelFolders(str(empty)))
     assert "body_pose_model.pth" in str(e.value) and "openpose" in str(e.value)
+
+
+def test_detect_answers_the_pose_json_as_the_extension(tmp_path, monkeypatch):
+    """/controlnet/detect on an OpenPose module answers "poses" beside the images (the same run's
+    people; openpose_full with hands and face), and no "poses" for other modules."""
+    from sdrt.server.controlnet_api import DetectJob, run_detect
+
+    _write_random_files(tmp_path)
+    folders = ModelFolders(str(tmp_path))
+    h, w = INPUTS.BODY_HW
+    cand = np.array([[x, y, 1.0, i] for i, (x, y) in enumerate(INPUTS.BODY_KEYPOINTS)])
+    subset = np.array([list(range(18)) + [18.0, 18]], dtype=np.float64)
+    monkeypatch.setattr(op, "estimate_body", lambda net, img: (cand, subset))
+    # the hand and face nets (random weights) find nothing on a blank picture: plant what they find
+    monkeypatch.setattr(op, "detect_face", lambda net, keypoints, bgr: [(0.5, 0.25)] * 70)
+    monkeypatch.setattr(op, "detect_hands", lambda net, keypoints, bgr: ([(0.1, 0.9)] * 21, [(0.9, 0.9)] * 21))
+    image = np.zeros((64, 64, 3), np.uint8)
+    answer = run_detect(DetectJob("openpose_full", [image, image], [None, None], (64, -1, -1)), folders)
+    assert answer["info"] == "Success" and len(answer["images"]) == 2 and len(answer["poses"]) == 2
+    person = answer["poses"][0]["people"][0]
+    assert len(person["pose_keypoints_2d"]) == 54 and len(person["face_keypoints_2d"]) == 70 * 3
+    assert len(person["hand_left_keypoints_2d"]) == 21 * 3
+    assert answer["poses"][0]["canvas_width"] == 64
+    body_only = run_detect(DetectJob("openpose", [image], [None], (64, -1, -1)), folders)["poses"][0]["people"][0]
+    assert body_only["face_keypoints_2d"] is None and body_only["hand_left_keypoints_2d"] is None
+    assert "poses" not in run_detect(DetectJob("canny", [image], [None], (64, 100, 200)), folders)

@@ -6,7 +6,20 @@ from typing import Optional
 
 import numpy as np
 
-from .preprocessors import find_preprocessor
+from .preprocessors import find_preprocessor, openpose
+
+
+def detect_with_pose(module: str, image: np.ndarray, processor_res: float = -1, threshold_a: float = -1,
+                     threshold_b: float = -1, mask: Optional[np.ndarray] = None, seed: int = 0,
+                     folders=None) -> tuple[np.ndarray, Optional[dict]]:
+    """`detect`, and for the OpenPose modules the pose JSON of the people found (the extension's
+    "poses" answer), from the same run; None for other modules."""
+    preprocessor = find_preprocessor(module)
+    detector = openpose.DETECTORS.get(preprocessor.name)
+    if detector is None:
+        return detect(module, image, processor_res, threshold_a, threshold_b, mask, seed, folders), None
+    resolution = preprocessor.settings(processor_res, threshold_a, threshold_b)[0]
+    return detector(image[..., :3], resolution, folders)
 
 
 def detect(module: str, image: np.ndarray, processor_res: float = -1, threshold_a: float = -1,

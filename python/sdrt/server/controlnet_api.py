@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from ..control.detect import detect
+from ..control.detect import detect_with_pose
 from ..control.image_resize import hwc3
 from ..control.preprocessors import Preprocessor, control_tags, find_preprocessor, sorted_preprocessors
 from ..loaders.model_folders import ModelFolders
@@ -109,17 +109,19 @@ def prepare_detect(req: DetectRequest, limits: Limits) -> DetectJob:
                      (req.controlnet_processor_res, req.controlnet_threshold_a, req.controlnet_threshold_b))
 
 
-def run_detect(job: DetectJob, folders: Optional[ModelFolders]) -> list[str]:
-    """In the worker thread (model-based preprocessors share the device): the control maps as
-    base64 PNGs; a preprocessor's missing weight file is a DetectError naming it."""
-    out = []
+def run_detect(job: DetectJob, folders: Optional[ModelFolders]) -> dict:
+    """In the worker thread (model-based preprocessors share the device): the extension's answer,
+    {"info", "images": base64 PNGs[, "poses": the OpenPose modules' pose JSON per image]}; a
+    preprocessor's missing weight file is a DetectError naming it."""
+    images, poses = [], []
     for image, mask in zip(job.images, job.masks):
         try:
-            control_map = detect(job.module, image, *job.settings, mask=mask, seed=0, folders=folders)
+            control_map, pose = detect_with_pose(job.module, image, *job.settings, mask=mask, seed=0, folders=folders)
         except (FileNotFoundError, ValueError) as e:  # a weight file missing, an image the module cannot take
             raise DetectError(str(e)) from None
-        out.append(encode_png(Image.fromarray(_display(control_map)), None))
-    return out
+        images.append(encode_png(Image.fromarray(_display(control_map)), None))
+        poses += [pose] if pose is not None else []
+    return {"info": "Success", "images": images, **({"poses": poses} if poses else {})}
 
 
 def _checked(req: DetectRequest, limits: Limits) -> Preprocessor:

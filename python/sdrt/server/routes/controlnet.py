@@ -46,15 +46,15 @@ async def settings() -> dict:
 
 @router.post("/controlnet/detect")
 async def detect(req: DetectRequest, request: Request, server: Server):
-    """{"info": "Success", "images": [base64 PNG, ...]}; the extension's 422 details otherwise.
+    """{"info": "Success", "images": [base64 PNG, ...][, "poses": [...]]}; the extension's 422 details otherwise.
     Checked and decoded here, run by the worker (model-based preprocessors use the device)."""
     try:
         job_input = await asyncio.to_thread(controlnet_api.prepare_detect, req, server.limits)
         folders = server.manager.folders
         job = server.worker.submit("detect", lambda job, w: controlnet_api.run_detect(job_input, folders))
-        images = await server.wait_for(job, request)
+        answer = await server.wait_for(job, request)
     except DetectError as e:
         return json_answer({"detail": str(e)}, 422)
     except Cancelled:
         return Response(status_code=499)
-    return {"info": "Success", "images": images}
+    return answer

@@ -90,7 +90,7 @@ def openpose_full(image: np.ndarray, resolution: int, a: float, b: float, rng=No
 # module name -> fn(image, resolution, folders) -> (map, pose JSON), for /controlnet/detect
 DETECTORS = {
     "openpose": lambda image, resolution, folders=None: detect(image, resolution, folders),
-    "openpose_full": lambda image, resolution, folders=None: detect(image, resolution, folders, True),
+    "openpose_full": lambda image, resolution, folders=None: detect(image, resolution, folders, hands=True, face=True),
 }
 
 PREPROCESSORS: tuple[Preprocessor, ...] = (
