@@ -193,6 +193,20 @@ def test_dw_openpose_full_map(dw_root):
     assert (out[:, 300:] == 0).all()                              # nothing else drawn
 
 
+def test_dw_openpose_full_detect_answers_its_pose_json(dw_root):
+    """/controlnet/detect's "poses" for dw_openpose_full: the same run's people, in pixels of the
+    padded image, beside the same map."""
+    from sdrt.control.detect import detect_with_pose
+
+    image = np.random.default_rng(0).integers(0, 255, IMAGE_HW + (3,), dtype=np.uint8)
+    control_map, pose = detect_with_pose("dw_openpose_full", image, RES, folders=ModelFolders(dw_root))
+    assert np.array_equal(control_map, dwpose.dw_openpose_full(image, RES, 0.5, 0.5, folders=ModelFolders(dw_root)))
+    person = pose["people"][0]
+    nx, ny = expected_xy(*PLANTED[0][:2])
+    assert person["pose_keypoints_2d"][:3] == pytest.approx([nx, ny, 1.0], abs=1e-3)
+    assert len(person["face_keypoints_2d"]) == 70 * 3 and len(person["hand_left_keypoints_2d"]) == 21 * 3
+
+
 def test_no_detection_gives_black_map(tmp_path):
     root = str(tmp_path)
     _save(constant_model([1, 3, 640, 640], {"output": np.zeros((1, 8400, 85), np.float32)}),

@@ -6,7 +6,9 @@ from typing import Optional
 
 import numpy as np
 
-from .preprocessors import find_preprocessor, openpose
+from .preprocessors import dwpose, find_preprocessor, openpose
+
+POSE_DETECTORS = {**openpose.DETECTORS, **dwpose.DETECTORS}  # module -> (image, resolution, folders) -> (map, JSON)
 
 
 def detect_with_pose(module: str, image: np.ndarray, processor_res: float = -1, threshold_a: float = -1,
@@ -15,7 +17,7 @@ def detect_with_pose(module: str, image: np.ndarray, processor_res: float = -1, 
     """`detect`, and for the OpenPose modules the pose JSON of the people found (the extension's
     "poses" answer), from the same run; None for other modules."""
     preprocessor = find_preprocessor(module)
-    detector = openpose.DETECTORS.get(preprocessor.name)
+    detector = POSE_DETECTORS.get(preprocessor.name)
     if detector is None:
         return detect(module, image, processor_res, threshold_a, threshold_b, mask, seed, folders), None
     resolution = preprocessor.settings(processor_res, threshold_a, threshold_b)[0]

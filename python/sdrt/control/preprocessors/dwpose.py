@@ -37,6 +37,7 @@ from ..cv import cv2
 from ..image_resize import resize_with_pad
 from .base import Preprocessor
 from ._onnx import IOSpec, input_dtype, onnx_session
+from .openpose import encode_pose_json
 from .openpose.draw import draw_poses
 
 SUBFOLDER = "openpose"
@@ -253,10 +254,19 @@ def pose_dicts(poses: list[Pose]) -> list[dict]:
              "face": points(p.face)} for p in poses]
 
 
-def dw_openpose_full(image: np.ndarray, resolution: int, a: float, b: float, rng=None, folders=None) -> np.ndarray:
+def detect(image: np.ndarray, resolution: int, folders=None) -> tuple[np.ndarray, dict]:
+    """(the control map, the pose JSON in the padded image's pixels) of one run."""
     padded, unpad = resize_with_pad(image, resolution)
-    poses = detect_poses(padded, folders)
-    return unpad(draw_poses(pose_dicts(poses), *padded.shape[:2]))
+    people = pose_dicts(detect_poses(padded, folders))
+    return unpad(draw_poses(people, *padded.shape[:2])), encode_pose_json(people, *padded.shape[:2])
+
+
+def dw_openpose_full(image: np.ndarray, resolution: int, a: float, b: float, rng=None, folders=None) -> np.ndarray:
+    return detect(image, resolution, folders)[0]
+
+
+# module name -> fn(image, resolution, folders) -> (map, pose JSON), for /controlnet/detect
+DETECTORS = {"dw_openpose_full": detect}
 
 
 PREPROCESSORS: tuple[Preprocessor, ...] = (
