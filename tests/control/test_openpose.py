@@ -75,15 +75,20 @@ def test_random_weights_load_and_run(tmp_path, monkeypatch):
     assert pose["canvas_height"] == 64 and pose["canvas_width"] == 128 and isinstance(pose["people"], list)
 
 
-def test_full_pipeline_with_a_planted_person(tmp_path, monkeypatch):
-    """Body decoding replaced by the planted person so the real hand and face networks (random
-    weights; smaller inputs to stay quick on CPU) run; JSON and map follow the people found."""
+def _planted_person(tmp_path, monkeypatch) -> ModelFolders:
+    """Random-weight files in an annotator folder, and body decoding replaced by the planted person."""
     _write_random_files(tmp_path)
-    folders = ModelFolders(str(tmp_path))
-    h, w = INPUTS.BODY_HW
     cand = np.array([[x, y, 1.0, i] for i, (x, y) in enumerate(INPUTS.BODY_KEYPOINTS)])
     subset = np.array([list(range(18)) + [18.0, 18]], dtype=np.float64)
     monkeypatch.setattr(op, "estimate_body", lambda net, img: (cand, subset))
+    return ModelFolders(str(tmp_path))
+
+
+def test_full_pipeline_with_a_planted_person(tmp_path, monkeypatch):
+    """Body decoding replaced by the planted person so the real hand and face networks (random
+    weights; smaller inputs to stay quick on CPU) run; JSON and map follow the people found."""
+    folders = _planted_person(tmp_path, monkeypatch)
+    h, w = INPUTS.BODY_HW
     monkeypatch.setattr(hand, "SCALES", (0.25,))
     monkeypatch.setattr(face, "INPUT_SIZE", 64)
     image = np.zeros((h, w, 3), np.uint8)
@@ -176,12 +181,7 @@ def test_detect_answers_the_pose_json_as_the_extension(tmp_path, monkeypatch):
     people; openpose_full with hands and face), and no "poses" for other modules."""
     from sdrt.server.controlnet_api import DetectJob, run_detect
 
-    _write_random_files(tmp_path)
-    folders = ModelFolders(str(tmp_path))
-    h, w = INPUTS.BODY_HW
-    cand = np.array([[x, y, 1.0, i] for i, (x, y) in enumerate(INPUTS.BODY_KEYPOINTS)])
-    subset = np.array([list(range(18)) + [18.0, 18]], dtype=np.float64)
-    monkeypatch.setattr(op, "estimate_body", lambda net, img: (cand, subset))
+    folders = _planted_person(tmp_path, monkeypatch)
     # the hand and face nets (random weights) find nothing on a blank picture: plant what they find
     monkeypatch.setattr(op, "detect_face", lambda net, keypoints, bgr: [(0.5, 0.25)] * 70)
     monkeypatch.setattr(op, "detect_hands", lambda net, keypoints, bgr: ([(0.1, 0.9)] * 21, [(0.9, 0.9)] * 21))
