@@ -20,6 +20,7 @@ from typing import Mapping, Optional
 import numpy as np
 import torch
 
+from ..loaders.model_folders import hash_suffix, without_hash_suffix
 from .base import BackendCapabilities, refuse_extras
 
 RESIDUAL_KEYS = ("down_block_additional_residuals", "mid_block_additional_residual")  # diffusers' UNet kwargs
@@ -66,12 +67,16 @@ class ExportedControlNet:
     global_pool_conditions: bool  # a shuffle model: the extension runs it on the conditional rows only
 
 
-_HASH = re.compile(r"\s*\[([0-9a-fA-F]{8,10})\]$")
+def exported_graphs(manifest: dict) -> dict[str, dict]:
+    """Every graph of an export folder by the name a backend runs it under: the model's components,
+    then the ControlNets exported with it as "controlnet/<key>"."""
+    return {**manifest.get("components", {}),
+            **{f"controlnet/{key}": entry for key, entry in manifest.get("controlnets", {}).items()}}
 
 
 def _name_stem(name: str) -> str:
     """A ControlNet name as the export matches it: no " [hash]", no folder, no file extension."""
-    stem = _HASH.sub("", str(name).strip())
+    stem = without_hash_suffix(str(name).strip())
     stem = os.path.basename(stem.rstrip("/\\"))
     return re.sub(r"\.(safetensors|pth|ckpt|pt|bin)$", "", stem, flags=re.IGNORECASE).lower()
 
@@ -112,9 +117,7 @@ class ExportedBackend:
 
     def _entry(self, component: str) -> dict:
         """The manifest entry of a component, or of an exported ControlNet ("controlnet/<key>")."""
-        if component.startswith("controlnet/"):
-            return self.manifest.get("controlnets", {}).get(component.split("/", 1)[1], {})
-        return self.manifest.get("components", {}).get(component, {})
+        return exported_graphs(self.manifest).get(component, {})
 
     def _inputs_of(self, component: str) -> set[str]:
         """The input names of an exported component (ONNX manifests list them; engine folders of
@@ -168,8 +171,8 @@ class ExportedBackend:
         exported = self.manifest.get("controlnets", {})
         for key, entry in exported.items():
             if _name_stem(name) in (key.lower(), _name_stem(entry["title"])):
-                asked, have = _HASH.search(str(name).strip()), _HASH.search(entry["title"])
-                if asked and have and asked.group(1).lower() != have.group(1).lower():
+                asked, have = hash_suffix(str(name).strip()), hash_suffix(entry["title"])
+                if asked and have and asked != have:
                     raise ValueError(f"{getattr(self, 'folder', 'this export')} holds {entry['title']}, another "
                                      f"version of this file; export the model again with this ControlNet")
                 handle = ExportedControlNet(key, entry["title"], len(entry["outputs"]),

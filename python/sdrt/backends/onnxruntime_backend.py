@@ -17,7 +17,7 @@ import torch
 
 from . import manifests
 from .base import BackendCapabilities
-from .exported import ExportedBackend, load_token_embeddings
+from .exported import ExportedBackend, exported_graphs, load_token_embeddings
 
 MANIFEST = manifests.ONNX
 
@@ -53,10 +53,7 @@ class OnnxRuntimeBackend(ExportedBackend):
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self.sessions = {}
-        # the model's components, and the ControlNets exported with it (sessions "controlnet/<key>")
-        graphs = {**self.manifest["components"],
-                  **{f"controlnet/{key}": entry for key, entry in self.manifest.get("controlnets", {}).items()}}
-        for name, component in graphs.items():
+        for name, component in exported_graphs(self.manifest).items():
             path = os.path.join(folder, component["file"])
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{folder}: component {name} is missing ({component['file']})")

@@ -16,7 +16,7 @@ import torch
 
 from . import manifests
 from .base import BackendCapabilities
-from .exported import ExportedBackend, check_in_profile, load_token_embeddings
+from .exported import ExportedBackend, check_in_profile, exported_graphs, load_token_embeddings
 
 MANIFEST = manifests.TENSORRT
 
@@ -103,10 +103,8 @@ class TensorRTBackend(ExportedBackend):
         self.folder = folder
         self.manifest = manifests.read_manifest(folder, MANIFEST)
         self.device = torch.device(device)
-        graphs = {**self.manifest["components"],  # and the ControlNets exported with the model
-                  **{f"controlnet/{key}": c for key, c in self.manifest.get("controlnets", {}).items()}}
         self.engines = {name: _Engine(os.path.join(folder, c["engine"]), _profile(c["profile"]), self.device,
-                                      use_cuda_graphs) for name, c in graphs.items()}
+                                      use_cuda_graphs) for name, c in exported_graphs(self.manifest).items()}
         self.token_embeddings = load_token_embeddings(folder, self.engines, self.device)
 
     def _run_outputs(self, component: str, like: torch.Tensor, **inputs: torch.Tensor) -> list[torch.Tensor]:

@@ -53,7 +53,7 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
 }
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_HASH_SUFFIX = re.compile(r"\s+\[[0-9a-fA-F]{8,12}\]$")  # A1111 checkpoint titles: "x.safetensors [abc123def0]"
+_HASH_SUFFIX = re.compile(r"\s+\[([0-9a-fA-F]{8,12})\]$")  # A1111 checkpoint titles: "x.safetensors [abc123def0]"
 _DIGITS = re.compile(r"(\d+)")
 _MAX_SUGGESTIONS = 10
 
@@ -187,6 +187,12 @@ class ModelFolders:
 def without_hash_suffix(name: str) -> str:
     """`name` without A1111's " [hash]" title suffix ("x.safetensors [abc123def0]" -> "x.safetensors")."""
     return _HASH_SUFFIX.sub("", name)
+
+
+def hash_suffix(name: str) -> str | None:
+    """The hash of A1111's " [hash]" title suffix, lowercased, or None."""
+    found = _HASH_SUFFIX.search(name)
+    return found.group(1).lower() if found else None
 
 
 def _check_kind(kind: str) -> str:
