@@ -20,7 +20,7 @@ $(PY):
 # Reinstall (incremental CMake build in build/) whenever the build inputs change.
 $(STAMP): $(PY) $(SOURCES)
 	@if [ -n "$(TORCH)" ]; then $(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"; fi
-	$(PIP) install -e ".[test,onnx,server,control]"
+	$(PIP) install -e ".[test,onnx,openvino,server,control]"
 	# spandrel: the reference the upscaler tests compare against. --no-deps: its torchvision
 	# requirement would pull a CUDA torch; the tests load its arch files without torchvision.
 	$(PIP) install --no-deps "spandrel==0.4.2"

@@ -24,6 +24,7 @@ class Config:
     model: str = "toy"
     backend: str = "torch"
     device: str = "cpu"
+    dtype: Optional[str] = None  # a name of loading.DTYPE_NAMES; None: the backend's default
     attention: str = "sdpa"
     sampler_loop: str = "python"
     size: Optional[int] = None
@@ -34,7 +35,8 @@ class Config:
 
     def label(self) -> str:
         return (f"{self.model} {self.backend}/{self.device}"
-                f"{'/' + self.attention if self.backend == 'torch' else ''} {self.size or 'native'}px "
+                f"{'/' + self.attention if self.backend == 'torch' else ''}{'/' + self.dtype if self.dtype else ''} "
+                f"{self.size or 'native'}px "
                 f"b{self.batch} {self.steps} steps {self.sampler}"
                 f"{' (C++ loop)' if self.sampler_loop == 'cpp' else ''}")
 
@@ -112,8 +114,8 @@ class Runner:
 
         self.config = config
         kwargs = {"attention": config.attention} if config.backend == "torch" else {}
-        self.pipe = load(config.model, backend=config.backend, device=config.device, sampler_loop=config.sampler_loop,
-                         **kwargs)
+        self.pipe = load(config.model, backend=config.backend, device=config.device, dtype=config.dtype,
+                         sampler_loop=config.sampler_loop, **kwargs)
         self.sync = _sync_for(config.device)
         self.runs: list[dict] = []
 

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from .loading import BACKENDS, DTYPE_NAMES
+
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from .info import collect_info, format_info
@@ -114,7 +116,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.repeats < 1 or args.warmup < 0:
         raise ValueError(f"--repeats {args.repeats} / --warmup {args.warmup}: need repeats >= 1, warmup >= 0")
-    config = Config(model=args.model, backend=args.backend, device=args.device, attention=args.attention,
+    config = Config(model=args.model, backend=args.backend, device=args.device, dtype=args.dtype,
+                    attention=args.attention,
                     sampler_loop=args.sampler_loop,
                     size=args.size, batch=args.batch_size, steps=args.steps, sampler=args.sampler,
                     cfg_scale=args.cfg_scale)
@@ -295,7 +298,9 @@ def _add_export_parser(sub) -> None:
 def _add_bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="time txt2img end to end and per stage (optionally against a second config)")
     bench.add_argument("--model", default="toy")
-    bench.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    bench.add_argument("--backend", default="torch", choices=BACKENDS)
+    bench.add_argument("--dtype", default=None, choices=list(DTYPE_NAMES),
+                       help="torch: the weights' dtype; openvino: its inference precision (default: the backend's)")
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--attention", default="sdpa", choices=["sdpa", "sdrt"])
     bench.add_argument("--sampler-loop", default="python", choices=["python", "cpp"])

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import sys
 
+from .loading import BACKENDS, DTYPE_NAMES
 from .pipelines.params import GenerationParams
 
 _TYPES = {"int": int, "float": float, "str": str}
@@ -49,9 +50,12 @@ def add_generation_arguments(p: argparse.ArgumentParser, default_output: str, im
                    help="torch backend: torch's SDPA or sdrt's fused CPU attention kernel")
     p.add_argument("--sampler-loop", default="python", choices=["python", "cpp"],
                    help="cpp: the C++ sampler loop for the samplers it covers (same results)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
-                   help="onnxruntime: --model is a folder written by `sdrt export --to onnx`; tensorrt: an engine "
-                   "folder (sdrt.export.to_tensorrt; needs TensorRT and a GPU)")
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
+                   help="onnxruntime, openvino: --model is a folder written by `sdrt export --to onnx`; tensorrt: "
+                   "an engine folder (sdrt.export.to_tensorrt; needs TensorRT and a GPU)")
+    p.add_argument("--dtype", default=None, choices=list(DTYPE_NAMES),
+                   help="torch: the weights' dtype (default fp32 on the CPU; bf16 is faster there but changes the "
+                   "picture of a seed); openvino: its inference precision (default bf16 where the CPU has it)")
     if img2img:
         p.add_argument("--mask", default=None, help="inpainting mask image (white = repaint)")
     _add_param_arguments(p, img2img)
@@ -99,6 +103,7 @@ def run_generation(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"output folder {out_dir} does not exist")
     params = params_from_args(args)
     extra = {"attention": args.attention} if args.backend == "torch" else {}
+    extra["dtype"] = args.dtype
     pipe = load(args.model, backend=args.backend, device=args.device, vae=args.vae, models_dir=args.models_dir,
                 embeddings_dir=args.embeddings_dir, sampler_loop=args.sampler_loop, **extra)
     if pipe.embeddings is not None and pipe.embeddings.skipped and not args.quiet:

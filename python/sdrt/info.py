@@ -17,6 +17,7 @@ from typing import Any
 BACKEND_MODULES = {
     "torch": "torch",
     "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
     "tensorrt": "tensorrt",
     "coremltools": "coremltools",
 }

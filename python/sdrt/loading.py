@@ -10,7 +10,23 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+EXPORTED_BACKENDS = BACKENDS[1:]  # they run export folders, not models
+
+
+# dtype names the CLI and sdrt.load take, as torch's
+DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def resolve_dtype(dtype):
+    """None (the backend's default), a torch dtype, or a name of DTYPE_NAMES -> a torch dtype or None."""
+    import torch
+
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"dtype={dtype!r}; valid: {', '.join(DTYPE_NAMES)} (or a torch dtype)")
+    return getattr(torch, DTYPE_NAMES[dtype])
 
 
 # the shipped models, by name: folders under sdrt/toy (diffusers layout)
@@ -131,7 +147,7 @@ def model_folders(models_dir: str | None = None):
     return ModelFolders(root) if root else None
 
 
-def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dtype: torch.dtype | None = None,
+def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dtype: torch.dtype | str | None = None,
          vae: str | None = None, batch_invariant: bool = True, models_dir: str | None = None,
          embeddings_dir: str | None = None, attention: str = "sdpa", sampler_loop: str = "python"):
     """Load a model (``"toy"``, a diffusers folder, or a single-file .safetensors / .ckpt checkpoint
@@ -141,6 +157,11 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
     embeddings); `model`, `vae` and LoRA names are then looked up there (only there: no path
     traversal), and the embeddings folder's textual inversions are usable in prompts by file name.
     embeddings_dir: another folder of embeddings.
+    backend: "torch"; or, with `model` an export folder (``sdrt export --to onnx``), "onnxruntime" or
+    "openvino" (CPU); "tensorrt" runs an engine folder.
+    dtype: a torch dtype or "fp32" / "fp16" / "bf16". torch: the weights' dtype (default fp32 on
+    the CPU, fp16 on CUDA); bf16 on the CPU is faster but no longer gives the fp32 picture of a seed.
+    openvino: its inference precision (default bf16 where the CPU has bf16 arithmetic, else fp32).
     attention (torch backend): "sdpa" (torch's scaled_dot_product_attention, the default) or "sdrt"
     (sdrt's fused CPU kernel as the custom op sdrt::attention; on CUDA it falls back to SDPA).
 
@@ -154,6 +175,7 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
     if sampler_loop not in SAMPLER_LOOPS:  # before any loading
         raise ValueError(f"sampler_loop={sampler_loop!r}; valid: {', '.join(SAMPLER_LOOPS)}")
     pipeline_options = {"batch_invariant": batch_invariant, "sampler_loop": sampler_loop}
+    dtype = resolve_dtype(dtype)
     pipe = _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embeddings_dir, attention)
     # what a job's companion models (refiner, hires checkpoint) are loaded with; not the VAE
     pipe.load_options = dict(backend=backend, device=device, dtype=dtype, batch_invariant=batch_invariant,
@@ -173,8 +195,8 @@ def _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embe
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not available; valid: {', '.join(BACKENDS)}")
     folders = model_folders(models_dir)
-    if backend in ("onnxruntime", "tensorrt"):
-        return _load_exported(backend, model, device, pipeline_options, folders, embeddings_dir)
+    if backend in EXPORTED_BACKENDS:
+        return _load_exported(backend, model, device, dtype, pipeline_options, folders, embeddings_dir)
     path = _resolve(_by_name(folders, "checkpoints", model))
     vae = _by_name(folders, "vae", vae) if vae is not None else None
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
@@ -225,8 +247,9 @@ def _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embe
     return pipe
 
 
-def _load_exported(backend: str, folder: str, device: str, pipeline_options: dict, folders, embeddings_dir):
-    """An ONNX export folder on ONNX Runtime, or an engine folder on TensorRT."""
+def _load_exported(backend: str, folder: str, device: str, dtype, pipeline_options: dict, folders, embeddings_dir):
+    """An ONNX export folder on ONNX Runtime or OpenVINO (dtype: its inference precision), or an
+    engine folder on TensorRT."""
     import torch
 
     from .pipelines import ModelInfo, Pipeline
@@ -236,10 +259,17 @@ def _load_exported(backend: str, folder: str, device: str, pipeline_options: dic
         raise ValueError(f"model {folder!r}: the {backend} backend runs an export folder "
                          "(`sdrt export MODEL --to onnx -o DIR`), not a model")
     folder = os.path.expanduser(str(folder))
+    if dtype is not None and backend != "openvino":
+        raise ValueError(f"dtype={dtype}: the {backend} backend runs the export's own precision "
+                         "(sdrt export --fp16 for fp16 weights)")
     if backend == "onnxruntime":
         from .backends.onnxruntime_backend import OnnxRuntimeBackend
 
         backend_impl = OnnxRuntimeBackend(folder, device=device)
+    elif backend == "openvino":
+        from .backends.openvino_backend import OpenVinoBackend
+
+        backend_impl = OpenVinoBackend(folder, device=device, dtype=dtype)
     else:
         from .backends.tensorrt_backend import TensorRTBackend
 

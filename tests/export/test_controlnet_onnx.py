@@ -62,20 +62,12 @@ def test_chained_on_onnxruntime_equals_torch(exported, latent):
     assert np.abs(got - want.numpy()).max() < 1e-4
 
 
-# --- a model exported with ControlNets (sdrt export --controlnet), run by the onnxruntime backend ---
+# --- a model exported with ControlNets (sdrt export --controlnet; conftest's controlled_export), run by the
+# onnxruntime backend ---
 
 CONTROL_IMAGE = np.zeros((64, 64, 3), np.uint8)
 CONTROL_IMAGE[8:28, 36:56] = (255, 0, 0)
 GENERATION = dict(prompt="a red square", seed=3, steps=6, width=64, height=64, sampler_name="Euler a", cfg_scale=5)
-
-
-@pytest.fixture(scope="module")
-def controlled_export(tmp_path_factory):
-    from sdrt.export import to_onnx
-
-    out = tmp_path_factory.mktemp("toy_cn_export")
-    manifest = to_onnx(sdrt.load("toy"), str(out), controlnets=["toy_canny", "toy_seg"])
-    return out, manifest
 
 
 def _units(**first):

@@ -51,3 +51,12 @@ def test_acceptance(pipe, sampler):
     print(f"{sampler}: {acc} (issue targets {THRESHOLDS}: {'met' if result['passed'] else 'not met'})")
     for key, minimum in floors(sampler).items():
         assert acc[key] >= minimum, f"{sampler}: {key} accuracy {acc[key]:.1%} < {minimum:.1%} ({out})"
+
+
+@pytest.mark.slow  # bf16 arithmetic is emulated on CPUs without avx512_bf16 / AMX: ~6 min here
+def test_acceptance_on_torch_bf16():
+    """The torch backend's bf16 option (a fast path on bf16 CPUs) still draws what the prompt says."""
+    sampler = "DPM++ 2M Karras"
+    result = run_acceptance(sdrt.load("toy", dtype="bf16"), sampler_name=sampler, steps=20, cfg_scale=5.0)
+    for key, minimum in floors(sampler).items():
+        assert result["accuracy"][key] >= minimum, f"bf16: {key} accuracy {result['accuracy'][key]:.1%} < {minimum:.1%}"

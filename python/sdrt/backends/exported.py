@@ -39,6 +39,14 @@ def load_token_embeddings(folder: str, components, device: torch.device | str = 
     return tables
 
 
+def numpy_inputs(inputs: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """A graph's feed: float32 (fp16 exports keep fp32 I/O) but for int64 positions, on the CPU,
+    contiguous (inputs may be expanded stride-0 tensors, e.g. one control image per row)."""
+    return {name: np.ascontiguousarray(
+                value.detach().to("cpu", torch.float32 if value.is_floating_point() else torch.int64).numpy())
+            for name, value in inputs.items()}
+
+
 def timestep_per_row(timestep: torch.Tensor, batch: int) -> torch.Tensor:
     """The graphs take one timestep per batch row; samplers may pass a single one."""
     if timestep.numel() == 1:

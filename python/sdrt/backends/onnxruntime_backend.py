@@ -17,7 +17,7 @@ import torch
 
 from . import manifests
 from .base import BackendCapabilities
-from .exported import ExportedBackend, exported_graphs, load_token_embeddings
+from .exported import ExportedBackend, exported_graphs, load_token_embeddings, numpy_inputs
 
 MANIFEST = manifests.ONNX
 
@@ -65,9 +65,6 @@ class OnnxRuntimeBackend(ExportedBackend):
         session = self.sessions.get(component)
         if session is None:
             raise self._missing(component, self.sessions)
-        # the graphs' inputs are float32 (fp16 exports keep fp32 I/O) but for int64 positions
-        feed = {name: np.ascontiguousarray(  # expanded (stride-0) tensors, e.g. one control image per row
-                    value.detach().to("cpu", torch.float32 if value.is_floating_point() else torch.int64).numpy())
-                for name, value in inputs.items()}
+        feed = numpy_inputs(inputs)
         return [torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(like.device)
                 for out in session.run(None, feed)]
