@@ -1,6 +1,7 @@
 #include "attention_ops.h"
 
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <string>
 
@@ -56,8 +57,9 @@ void attention(py::handle out_obj, py::handle q_obj, py::handle k_obj, py::handl
   const AttentionArgs args{q.data, k.data, v.data, out.data, bh, lq, lk, d, static_cast<float>(s)};
   if (q.on_cuda) {
 #if SDRT_WITH_CUDA
-    if (d != 40 && d != 64 && d != 80 && d != 160)
-      raise_value_error(q.where() + ": head_dim " + std::to_string(d) + " has no CUDA kernel (40, 64, 80, 160)");
+    if (!cuda::has_attention_kernel(d))
+      raise_value_error(q.where() + ": head_dim " + std::to_string(d) + " has no CUDA kernel (" +
+                        cuda::attention_head_dims_text() + ")");
     if (bh > 65535) raise_value_error(q.where() + ": batch*heads " + std::to_string(bh) + " > 65535");
     cuda::attention(q.dtype, args, q.device_id, stream);
     return;
@@ -68,6 +70,14 @@ void attention(py::handle out_obj, py::handle q_obj, py::handle k_obj, py::handl
   }
   py::gil_scoped_release release;  // long-running; other Python threads may go on
   cpu::attention(q.dtype, args);
+}
+
+std::vector<int> cuda_attention_head_dims() {
+#if SDRT_WITH_CUDA
+  return {std::begin(cuda::kCudaAttentionHeadDims), std::end(cuda::kCudaAttentionHeadDims)};
+#else
+  return {};
+#endif
 }
 
 }  // namespace sdrt

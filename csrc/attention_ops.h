@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 namespace sdrt {
 
@@ -11,5 +12,9 @@ namespace py = pybind11;
 
 void attention(py::handle out, py::handle q, py::handle k, py::handle v, std::optional<double> scale,
                uintptr_t stream);
+
+// The head dims with a CUDA attention kernel in this build (kernels/cuda/attention_head_dims.h);
+// empty when built without CUDA.
+std::vector<int> cuda_attention_head_dims();
 
 }  // namespace sdrt

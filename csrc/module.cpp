@@ -26,8 +26,9 @@ PYBIND11_MODULE(_C, m) {
     d["cuda"] = sdrt::built_with_cuda();
     d["cuda_architectures"] = std::string(SDRT_CUDA_ARCHITECTURES);
     d["openmp"] = sdrt::built_with_openmp();
+    d["cuda_attention_head_dims"] = sdrt::cuda_attention_head_dims();
     return d;
-  }, "Facts about this build: version, CUDA, OpenMP.");
+  }, "Facts about this build: version, CUDA, OpenMP, the head dims of the CUDA attention kernels.");
 
   m.def("linear_combination", &sdrt::linear_combination, "out"_a, "inputs"_a, "weights"_a, "bias"_a = 0.0,
         "stream"_a = 0,
@@ -56,7 +57,8 @@ PYBIND11_MODULE(_C, m) {
         "(N, H, W, 3) uint8; truncates like A1111 unless round=True.");
   m.def("attention", &sdrt::attention, "out"_a, "q"_a, "k"_a, "v"_a, "scale"_a = py::none(), "stream"_a = 0,
         "out = softmax(q k^T * scale) v for (batch*heads, length, head_dim) tensors, fused (online softmax "
-        "over key blocks): float32 or bfloat16 on the CPU (fp32 arithmetic), float16/bfloat16 on CUDA (head dims 40, 64, 80, 160); "
+        "over key blocks): float32 or bfloat16 on the CPU (fp32 arithmetic), float16/bfloat16 on CUDA (head dims: "
+        "build_info()['cuda_attention_head_dims']); "
         "scale defaults to 1/sqrt(head_dim).");
   m.def("sample_loop", &sdrt::sample_loop, "method"_a, "x"_a, "sigmas"_a, "model"_a, "noise"_a = py::none(),
         "callback"_a = py::none(), "eta"_a = 1.0, "s_noise"_a = 1.0, "stream"_a = 0,

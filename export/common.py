@@ -89,3 +89,9 @@ def controlnets_for_export(pipe, names: Sequence[str], components: Sequence[str]
                              f"({residual_layout(model)} vs {residual_layout(controls[0][1])})")
         controls.append((key, model, title))
     return controls
+
+
+def controlnet_facts(model, title: str) -> dict:
+    """What a ControlNet's manifest entry says besides its graph (every exporter writes these):
+    its infotext title and whether it pools its conditions (a shuffle model: cond rows only)."""
+    return {"title": title, "global_pool_conditions": bool(model.config.global_pool_conditions)}

@@ -28,7 +28,7 @@ import torch
 from sdrt.backends import manifests
 from sdrt.backends.attention import SplitEinsumAttnProcessor, attention_processors
 
-from .common import (check_components, check_writable, controlnets_for_export, model_facts,
+from .common import (check_components, check_writable, controlnet_facts, controlnets_for_export, model_facts,
                      require_torch_pipeline, with_loras)
 from .specs import TOKENS, added_unet_sample, components_for
 
@@ -182,8 +182,8 @@ def _convert_controlled(pipe, controls, out_dir: str, options: dict,
     for key, model, title in controls:
         file = f"controlnets/{key}.mlpackage"
         entries[key] = {**_timed(file, partial(convert_controlnet_part, pipe, model, "controlnet",
-                                               os.path.join(out_dir, file), **options), say), "title": title,
-                        "global_pool_conditions": bool(model.config.global_pool_conditions)}
+                                               os.path.join(out_dir, file), **options), say),
+                        **controlnet_facts(model, title)}
     file = "unet_controlled.mlpackage"
     unet = _timed(file, partial(convert_controlnet_part, pipe, controls[0][1], "unet_controlled",
                                 os.path.join(out_dir, file), **options), say)

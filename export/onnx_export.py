@@ -26,7 +26,7 @@ import torch
 
 from sdrt.backends import manifests
 
-from .common import (check_components, check_writable, controlnets_for_export, model_facts,
+from .common import (check_components, check_writable, controlnet_facts, controlnets_for_export, model_facts,
                      require_torch_pipeline, with_loras)
 from .specs import PROFILES, components_for, model_widths
 
@@ -104,8 +104,7 @@ def _export_controlled(pipe, controls, out_dir: str, fp16: bool, say: Callable[[
     for key, model, title in controls:
         modules, specs = pair(pipe.unet, model), controlnet_components(pipe.unet, model)
         spec = dataclasses.replace(specs["controlnet"], name=os.path.join("controlnets", key))
-        entries[key] = {**_export_and_measure(modules, spec, out_dir, fp16, say), "title": title,
-                        "global_pool_conditions": bool(model.config.global_pool_conditions)}
+        entries[key] = {**_export_and_measure(modules, spec, out_dir, fp16, say), **controlnet_facts(model, title)}
     first = controls[0][1]
     unet = _export_and_measure(pair(pipe.unet, first), controlnet_components(pipe.unet, first)["unet_controlled"],
                                out_dir, fp16, say)

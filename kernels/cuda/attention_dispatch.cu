@@ -1,4 +1,5 @@
-// The one place that picks the CUDA attention instantiation for a (dtype, head dim).
+// The one place that picks the CUDA attention instantiation for a (dtype, head dim); the head dims
+// are attention_head_dims.h's list.
 #include <stdexcept>
 #include <string>
 
@@ -11,21 +12,18 @@ namespace sdrt::cuda {
 #define SDRT_ATTENTION_INSTANCES(D)                                                      \
   extern template void launch_attention<D, __half>(const AttentionArgs&, cudaStream_t); \
   extern template void launch_attention<D, __nv_bfloat16>(const AttentionArgs&, cudaStream_t);
-SDRT_ATTENTION_INSTANCES(40)
-SDRT_ATTENTION_INSTANCES(64)
-SDRT_ATTENTION_INSTANCES(80)
-SDRT_ATTENTION_INSTANCES(160)
+SDRT_CUDA_ATTENTION_HEAD_DIMS(SDRT_ATTENTION_INSTANCES)
 #undef SDRT_ATTENTION_INSTANCES
 
 template <class T>
 static void by_head_dim(const AttentionArgs& a, cudaStream_t s) {
   switch (a.head_dim) {
-    case 40: launch_attention<40, T>(a, s); break;
-    case 64: launch_attention<64, T>(a, s); break;
-    case 80: launch_attention<80, T>(a, s); break;
-    case 160: launch_attention<160, T>(a, s); break;
+#define SDRT_ATTENTION_CASE(D) \
+  case D: launch_attention<D, T>(a, s); break;
+    SDRT_CUDA_ATTENTION_HEAD_DIMS(SDRT_ATTENTION_CASE)
+#undef SDRT_ATTENTION_CASE
     default: throw std::invalid_argument("attention: head_dim " + std::to_string(a.head_dim) +
-                                         " has no CUDA kernel (40, 64, 80, 160)");
+                                         " has no CUDA kernel (" + attention_head_dims_text() + ")");
   }
 }
 

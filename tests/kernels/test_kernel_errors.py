@@ -110,3 +110,12 @@ def _fake_cuda_capsule(t):
     # DLTensor: void* data (8 bytes), then DLDevice {int32 device_type, int32 device_id}
     ctypes.c_int32.from_address(ptr + 8).value = 2
     return cap
+
+
+def test_build_names_the_cuda_attention_head_dims():
+    """The build reports the head dims its CUDA kernels cover (kernels/cuda/attention_head_dims.h):
+    those of SD 1.x (40, 80, 160) and SD 2.x / SDXL (64) when built with CUDA, none without."""
+    from sdrt import _C
+
+    info = _C.build_info()
+    assert info["cuda_attention_head_dims"] == ([40, 64, 80, 160] if info["cuda"] else [])

@@ -158,7 +158,8 @@ def to_rgb_uint8(x: Any, *, matrix: Sequence[Sequence[float]] | None = None, bia
 
 def attention(q: Any, k: Any, v: Any, scale: float | None = None) -> Any:
     """softmax(q k^T * scale) v, fused (online softmax over key blocks, Dao et al. 2022): fp32 or
-    bf16 on the CPU (fp32 arithmetic), fp16 / bf16 on CUDA for head dims 40, 64, 80, 160.
+    bf16 on the CPU (fp32 arithmetic), fp16 / bf16 on CUDA for the head dims of
+    ``sdrt._C.build_info()["cuda_attention_head_dims"]``.
     q: (..., q_len, head_dim), k and v: (..., k_len, head_dim) with the same leading dims
     (batch, heads); scale defaults to 1/sqrt(head_dim). Inputs are made contiguous (copies when
     they are views)."""

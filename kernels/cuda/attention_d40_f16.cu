@@ -1,6 +1,0 @@
-// One instantiation of attention_impl.cuh: head dim 40, f16.
-#include "attention_impl.cuh"
-
-namespace sdrt::cuda {
-template void launch_attention<40, __half>(const AttentionArgs&, cudaStream_t);
-}  // namespace sdrt::cuda
