@@ -27,6 +27,8 @@ def test_compare_syntax_errors_name_the_key():
     base = Config()
     assert base.overridden("steps=4, sampler=DDIM").steps == 4
     assert base.overridden("size=128").size == 128
+    with_dtype = base.overridden("backend=openvino,dtype=bf16")
+    assert with_dtype.dtype == "bf16" and with_dtype.overridden("backend=onnxruntime,dtype=").dtype is None
     with pytest.raises(ValueError, match="'colour=red' is not key=value with a key of"):
         base.overridden("colour=red")
     with pytest.raises(ValueError, match="steps must be int"):

@@ -20,7 +20,7 @@ def test_info_json_reports_build_backends_and_devices(capsys):
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["extension"]["cuda"] == _C.build_info()["cuda"]
-    assert set(info["backends"]) == {"torch", "onnxruntime", "tensorrt", "coremltools"}
+    assert set(info["backends"]) == {"torch", "onnxruntime", "openvino", "tensorrt", "coremltools"}
     assert info["backends"]["torch"]["available"] is True
     assert info["devices"][0]["type"] == "cpu" and info["devices"][0]["cores"] >= 1
 

@@ -312,7 +312,8 @@ def _add_bench_parser(sub) -> None:
     bench.add_argument("--warmup", type=int, default=1)
     bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--compare", default=None, metavar="KEY=VALUE,...",
-                       help="a second configuration (e.g. attention=sdrt or backend=onnxruntime,model=DIR), run "
+                       help="a second configuration (e.g. attention=sdrt or backend=onnxruntime,model=DIR,dtype= "
+                       "where an empty value means the default), run "
                        "alternately with the first; prints the ratio")
     bench.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...",
                        help="run at each value of one setting, e.g. size=64,128,256 or batch=1,2,4")

@@ -260,8 +260,8 @@ def _load_exported(backend: str, folder: str, device: str, dtype, pipeline_optio
                          "(`sdrt export MODEL --to onnx -o DIR`), not a model")
     folder = os.path.expanduser(str(folder))
     if dtype is not None and backend != "openvino":
-        raise ValueError(f"dtype={dtype}: the {backend} backend runs the export's own precision "
-                         "(sdrt export --fp16 for fp16 weights)")
+        how = "sdrt export --fp16 for fp16 weights" if backend == "onnxruntime" else "set when its engines are built"
+        raise ValueError(f"dtype={dtype}: the {backend} backend runs the export's own precision ({how})")
     if backend == "onnxruntime":
         from .backends.onnxruntime_backend import OnnxRuntimeBackend
 

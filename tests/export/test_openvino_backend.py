@@ -38,7 +38,7 @@ def test_openvino_fp32_gives_onnxruntimes_pictures(folder, ov_pipe, sampler_name
     kw = dict(GENERATION, batch_size=2, sampler_name=sampler_name, clip_skip=2)
     want = sdrt.load(folder, backend="onnxruntime").txt2img(prompts, **kw)
     got = ov_pipe.txt2img(prompts, **kw)
-    assert [_levels(a, b) for a, b in zip(want.images, got.images)] <= [1, 1]  # measured: 0-1
+    assert max(_levels(a, b) for a, b in zip(want.images, got.images)) <= 1  # measured: 0-1
     assert got.infotexts == want.infotexts
 
 
@@ -75,16 +75,17 @@ def test_one_compiled_model_per_input_shapes(folder):
     compiled = next(iter(backend.compiled["unet_controlled"].values()))
     assert torch.equal(backend.unet_forward(x, t, ctx), first)  # the same compiled model again
     assert next(iter(backend.compiled["unet_controlled"].values())) is compiled
-    for size in (12, 16):
+    for size in (12, 8, 16):  # 8 used again after 12: 12 is then the least recently used, dropped for 16
         backend.unet_forward(torch.randn(2, 4, size, size), t, ctx)
     shapes = [dict(key)["sample"] for key in backend.compiled["unet_controlled"]]
-    assert shapes == [(2, 4, 12, 12), (2, 4, 16, 16)]  # the least recently used one was dropped
+    assert shapes == [(2, 4, 8, 8), (2, 4, 16, 16)]
+    assert next(iter(backend.compiled["unet_controlled"].values())) is compiled
 
 
 def test_bad_options_name_what_to_change(folder):
     with pytest.raises(ValueError, match=r"device='cuda'; the openvino backend runs on: cpu"):
         sdrt.load(folder, backend="openvino", device="cuda")
-    with pytest.raises(ValueError, match=r"dtype=torch.float16; the openvino backend computes in"):
+    with pytest.raises(ValueError, match=r"dtype=torch.float16; the openvino backend computes in fp32 or bf16"):
         sdrt.load(folder, backend="openvino", dtype="fp16")
     with pytest.raises(ValueError, match=r"dtype='half'; valid: fp32, fp16, bf16"):
         sdrt.load(folder, backend="openvino", dtype="half")

@@ -15,6 +15,7 @@ ControlNets exported with the model) is ExportedBackend's, shared with ONNX Runt
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from typing import Optional
 
@@ -46,8 +47,8 @@ def inference_precision(core, dtype: Optional[torch.dtype]) -> str:
     if dtype is None:
         return "bf16" if cpu_has_bf16(core) else "f32"
     if dtype not in PRECISIONS:
-        raise ValueError(f"dtype={dtype}; the openvino backend computes in "
-                         f"{', '.join(str(d) for d in PRECISIONS)} (or None: bf16 where the CPU has it)")
+        raise ValueError(f"dtype={dtype}; the openvino backend computes in fp32 or bf16 (torch.float32, "
+                         "torch.bfloat16; leave dtype unset for bf16 where the CPU has it, else fp32)")
     if PRECISIONS[dtype] == "bf16" and not cpu_has_bf16(core):
         raise ValueError(f"dtype={dtype}: this CPU has no bf16 arithmetic (OpenVINO reports "
                          f"{', '.join(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))}); use torch.float32")
@@ -75,6 +76,9 @@ class OpenVinoBackend(ExportedBackend):
                 raise FileNotFoundError(f"{folder}: component {name} is missing ({component['file']})")
             self.paths[name] = path
         self.compiled: dict[str, OrderedDict] = {name: OrderedDict() for name in self.paths}
+        # a compiled model's call reuses one infer request, and the cache is evicted in place: one
+        # call at a time (OpenVINO already spreads each over all cores)
+        self._lock = threading.Lock()
         # text_encoder, and SDXL's text_encoder_2
         self.token_embeddings = load_token_embeddings(folder, self.paths)
 
@@ -97,6 +101,7 @@ class OpenVinoBackend(ExportedBackend):
         if component not in self.paths:
             raise self._missing(component, self.paths)
         feed = numpy_inputs(inputs)
-        compiled = self.compiled_for(component, {name: tuple(value.shape) for name, value in feed.items()})
-        results = compiled(feed)  # OpenVINO copies the outputs out of its request buffers
+        with self._lock:
+            compiled = self.compiled_for(component, {name: tuple(value.shape) for name, value in feed.items()})
+            results = compiled(feed)  # OpenVINO copies the outputs out of its request buffers
         return [torch.from_numpy(results[output]).float().to(like.device) for output in compiled.outputs]

@@ -83,10 +83,12 @@ def run_acceptance(pipe, *, sampler_name: str = "Euler a", scheduler: str = "Aut
 
 def main(argv: list[str] | None = None) -> int:
     from .. import load
+    from ..loading import BACKENDS, DTYPE_NAMES
 
     p = argparse.ArgumentParser(prog="python -m sdrt.toy.acceptance", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="toy", help="'toy', 'toy-xl', a model, or an export folder with --backend")
-    p.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt")
+    p.add_argument("--backend", default="torch", choices=BACKENDS)
+    p.add_argument("--dtype", default=None, choices=list(DTYPE_NAMES), help="default: the backend's")
     p.add_argument("--device", default="cpu", help="cpu or cuda (fp16 there, fp32 on CPU)")
     p.add_argument("--sampler", action="append", help="repeatable; default: 'Euler a', 'DPM++ 2M Karras' and 'DDIM'")
     p.add_argument("--steps", type=int, default=20)
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--save-images", default=None, help="folder to save the generated images in")
     args = p.parse_args(argv)
-    pipe = load(args.model, backend=args.backend, device=args.device)
+    pipe = load(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
     runs = [run_acceptance(pipe, sampler_name=s, steps=args.steps, cfg_scale=args.cfg_scale, save_dir=args.save_images)
             for s in (args.sampler or ["Euler a", "DPM++ 2M Karras", "DDIM"])]
     for r in runs:
@@ -102,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
               "  ".join(f"{k} {v:.1%}" for k, v in r["accuracy"].items()) + f"  {'PASS' if r['passed'] else 'FAIL'}")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"model": args.model, "backend": args.backend, "device": args.device, "runs": runs}, f, indent=2)
+            json.dump({"model": args.model, "backend": args.backend, "device": args.device, "dtype": args.dtype,
+                       "runs": runs}, f, indent=2)
     return 0 if all(r["passed"] for r in runs) else 1
 
 
