@@ -23,6 +23,12 @@ def test_info_json_reports_build_backends_and_devices(capsys):
     assert set(info["backends"]) == {"torch", "onnxruntime", "openvino", "tensorrt", "coremltools"}
     assert info["backends"]["torch"]["available"] is True
     assert info["devices"][0]["type"] == "cpu" and info["devices"][0]["cores"] >= 1
+    if info["backends"]["openvino"]["available"]:
+        import openvino
+
+        (ov_cpu,) = [d for d in info["devices"] if d["type"] == "openvino-cpu"]
+        bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        assert ov_cpu["default_precision"] == ("bf16" if bf16 else "fp32")
 
 
 def test_info_console_script_runs_offline():

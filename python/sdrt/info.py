@@ -78,7 +78,21 @@ def _devices(backends: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         except Exception as exc:  # installed but broken: say so instead of failing the whole report
             providers = [f"(import failed: {type(exc).__name__})"]
         devices.append({"type": "onnxruntime-providers", "providers": providers})
+    if backends["openvino"]["available"]:
+        devices.append(_openvino_cpu())
     return devices
+
+
+def _openvino_cpu() -> dict[str, Any]:
+    """What OpenVINO's CPU plugin can compute in here, hence the openvino backend's default precision."""
+    try:
+        import openvino
+
+        capabilities = list(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    except Exception as exc:  # installed but broken: say so instead of failing the whole report
+        return {"type": "openvino-cpu", "capabilities": [f"(failed: {type(exc).__name__})"], "default_precision": None}
+    return {"type": "openvino-cpu", "capabilities": capabilities,
+            "default_precision": "bf16" if "BF16" in capabilities else "fp32"}
 
 
 def collect_info() -> dict[str, Any]:
@@ -122,6 +136,9 @@ def format_info(info: dict[str, Any]) -> str:
             lines.append(f"  cuda:{d['index']:<7} {d['name']}, {d['memory_gib']} GiB, sm_{sm}")
         elif d["type"] == "onnxruntime-providers":
             lines.append(f"  onnxruntime  providers: {', '.join(d['providers'])}")
+        elif d["type"] == "openvino-cpu":
+            lines.append(f"  openvino     CPU: {', '.join(d['capabilities'])}; "
+                         f"--backend openvino computes in {d['default_precision'] or '?'} by default")
         else:
             lines.append(f"  {d['type']:<12} {d['name']}")
     return "\n".join(lines)
