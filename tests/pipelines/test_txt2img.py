@@ -105,7 +105,7 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"backend='mlx' is not available; valid: torch, onnxruntime, tensorrt"):
+    with pytest.raises(ValueError, match=r"backend='mlx' is not available; valid: torch, onnxruntime, openvino, tensorrt"):
         sdrt.load("toy", backend="mlx")
     with pytest.raises(ValueError, match=r"the tensorrt backend runs an export folder"):
         sdrt.load("toy", backend="tensorrt")
