@@ -47,29 +47,20 @@ def _checked(name: str, unet, workdir: str, step):
 
 
 def openvino_sdrt_export(unet, workdir):
-    from export.onnx_export import _export_and_measure
-    from export.specs import COMPONENTS
+    from export.onnx_export import export_component
     from sdrt.backends.openvino_backend import OpenVinoBackend
 
     out = os.path.join(workdir, "sdrt_onnx")
     if not os.path.isfile(os.path.join(out, "unet", "model.onnx")):
-        _export_and_measure(SimpleNamespace(unet=unet), COMPONENTS["unet"], out, False, print)
+        export_component(SimpleNamespace(unet=unet), "unet", os.path.join(out, "unet", "model.onnx"))
     backend = OpenVinoBackend(out, manifest={"components": {"unet": {"file": "unet/model.onnx"}}})
     return _checked("openvino_sdrt_export", unet, workdir, lambda x, t, ctx: backend.unet_forward(x, t, ctx))
-
-
-class _UNetCall(torch.nn.Module):
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample, timestep, encoder_hidden_states):
-        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
 
 
 def openvino_ir(unet, workdir):
     import openvino as ov
 
+    from export.specs import UNetForExport
     from sdrt.backends.openvino_backend import inference_precision
 
     path = os.path.join(workdir, "sdrt_ir", "unet.xml")
@@ -78,7 +69,7 @@ def openvino_ir(unet, workdir):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         x, t, ctx = _inputs()
         with torch.no_grad():
-            model = ov.convert_model(_UNetCall(unet), example_input=(x, t, ctx),
+            model = ov.convert_model(UNetForExport(unet), example_input=(x, t, ctx),
                                      input=[tuple(x.shape), tuple(t.shape), tuple(ctx.shape)])
         ov.save_model(model, path, compress_to_fp16=False)
         del model

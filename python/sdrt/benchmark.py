@@ -49,7 +49,7 @@ class Config:
             if not sep or key not in values:
                 raise ValueError(f"--compare {spec!r}: {item!r} is not key=value with a key of {', '.join(values)}")
             kind = type(values[key]) if values[key] is not None else (int if key == "size" else str)
-            if not value.strip() and key in ("size", "dtype"):  # "dtype=": the backend's default
+            if not value.strip() and Config.__dataclass_fields__[key].default is None:  # "dtype=": the default
                 values[key] = None
                 continue
             try:

@@ -88,11 +88,13 @@ def _openvino_cpu() -> dict[str, Any]:
     try:
         import openvino
 
-        capabilities = list(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        from .backends.openvino_backend import cpu_has_bf16
+
+        core = openvino.Core()
+        capabilities, bf16 = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")), cpu_has_bf16(core)
     except Exception as exc:  # installed but broken: say so instead of failing the whole report
         return {"type": "openvino-cpu", "capabilities": [f"(failed: {type(exc).__name__})"], "default_precision": None}
-    return {"type": "openvino-cpu", "capabilities": capabilities,
-            "default_precision": "bf16" if "BF16" in capabilities else "fp32"}
+    return {"type": "openvino-cpu", "capabilities": capabilities, "default_precision": "bf16" if bf16 else "fp32"}
 
 
 def collect_info() -> dict[str, Any]:

@@ -39,6 +39,16 @@ def load_token_embeddings(folder: str, components, device: torch.device | str = 
     return tables
 
 
+def graph_paths(folder: str, manifest: dict) -> dict[str, str]:
+    """Each graph file of an ONNX export folder (exported_graphs' names), checked to exist."""
+    paths = {}
+    for name, component in exported_graphs(manifest).items():
+        paths[name] = os.path.join(folder, component["file"])
+        if not os.path.isfile(paths[name]):
+            raise FileNotFoundError(f"{folder}: component {name} is missing ({component['file']})")
+    return paths
+
+
 def numpy_inputs(inputs: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """A graph's feed: float32 (fp16 exports keep fp32 I/O) but for int64 positions, on the CPU,
     contiguous (inputs may be expanded stride-0 tensors, e.g. one control image per row)."""

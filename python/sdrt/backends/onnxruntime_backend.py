@@ -9,7 +9,6 @@ them and `device` asks for CUDA, else CPU.
 """
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 
 from . import manifests
 from .base import BackendCapabilities
-from .exported import ExportedBackend, exported_graphs, load_token_embeddings, numpy_inputs
+from .exported import ExportedBackend, graph_paths, load_token_embeddings, numpy_inputs
 
 MANIFEST = manifests.ONNX
 
@@ -52,12 +51,8 @@ class OnnxRuntimeBackend(ExportedBackend):
         self.providers = list(providers or providers_for(device))
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.sessions = {}
-        for name, component in exported_graphs(self.manifest).items():
-            path = os.path.join(folder, component["file"])
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{folder}: component {name} is missing ({component['file']})")
-            self.sessions[name] = ort.InferenceSession(path, options, providers=self.providers)
+        self.sessions = {name: ort.InferenceSession(path, options, providers=self.providers)
+                         for name, path in graph_paths(folder, self.manifest).items()}
         # text_encoder, and SDXL's text_encoder_2
         self.token_embeddings = load_token_embeddings(folder, self.sessions)
 

@@ -14,7 +14,6 @@ ControlNets exported with the model) is ExportedBackend's, shared with ONNX Runt
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from typing import Optional
@@ -23,7 +22,7 @@ import torch
 
 from . import manifests
 from .base import BackendCapabilities
-from .exported import ExportedBackend, exported_graphs, load_token_embeddings, numpy_inputs
+from .exported import ExportedBackend, graph_paths, load_token_embeddings, numpy_inputs
 
 MANIFEST = manifests.ONNX
 PRECISIONS = {torch.float32: "f32", torch.bfloat16: "bf16"}
@@ -69,12 +68,7 @@ class OpenVinoBackend(ExportedBackend):
         self.manifest = manifest or manifests.read_manifest(folder, MANIFEST)
         self.precision = inference_precision(self.core, dtype)
         self.max_compiled = max(1, int(max_compiled))
-        self.paths = {}
-        for name, component in exported_graphs(self.manifest).items():
-            path = os.path.join(folder, component["file"])
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{folder}: component {name} is missing ({component['file']})")
-            self.paths[name] = path
+        self.paths = graph_paths(folder, self.manifest)
         self.compiled: dict[str, OrderedDict] = {name: OrderedDict() for name in self.paths}
         # a compiled model's call reuses one infer request, and the cache is evicted in place: one
         # call at a time (OpenVINO already spreads each over all cores)
