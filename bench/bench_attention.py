@@ -1,7 +1,8 @@
-"""sdrt's fused CPU attention vs torch's scaled_dot_product_attention (CPU, fp32) on SD 1.5's
-attention shapes: batch 2 (CFG) x 8 heads, self-attention at 4096/1024/256/64 tokens (head dims
-40/80/160/160) and cross-attention over 77 text tokens. Ratio = SDPA time / sdrt time (> 1: sdrt
-faster). Run:  python bench/bench_attention.py [--dtype bfloat16] [--out FILE]
+"""sdrt's fused attention vs torch's scaled_dot_product_attention on SD 1.5's attention shapes:
+batch 2 (CFG) x 8 heads, self-attention at 4096/1024/256/64 tokens (head dims 40/80/160/160) and
+cross-attention over 77 text tokens; with --device cuda also SDXL's (head dim 64 at 4096 and 1024
+tokens at 1024 px). Ratio = SDPA time / sdrt time (> 1: sdrt faster).
+Run:  python bench/bench_attention.py [--device cuda] [--dtype bfloat16] [--out FILE]
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from timer import machine_description, time_pair, write_results  # noqa: E402
 from sdrt import kernels  # noqa: E402
 
 SD15 = [(4096, 40), (1024, 80), (256, 160), (64, 160)]  # (tokens, head_dim) per UNet level
+SDXL = [(4096, 64), (1024, 64)]  # 1024 px: the two attention levels (heads of 64)
 
 
 def main() -> int:
@@ -37,7 +39,7 @@ def main() -> int:
     rows = []
     print(f"{'kind':<7}{'q x k x d':<18}{'sdpa ms':>10}{'sdrt ms':>10}{'ratio':>8}")
     for kind in ("self", "cross"):
-        for tokens, d in SD15:
+        for tokens, d in SD15 + (SDXL if args.device == "cuda" else []):
             keys = tokens if kind == "self" else 77
             g = torch.Generator().manual_seed(0)
             q, k, v = (torch.randn(2, 8, n, d, generator=g).to(args.device, dtype) for n in (tokens, keys, keys))

@@ -28,99 +28,40 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pipeline_runs import diffusers_its, euler_scheduler, random_sd1, sdrt_its, sdrt_sd1_pipeline  # noqa: E402
 from timer import machine_description, write_results  # noqa: E402
 
-PROMPT = "a photograph of a lighthouse on a cliff at dawn, highly detailed"
 UNIT_COUNTS = (0, 1, 3)
 
 
-def modules(device: str, dtype: torch.dtype, tiny: bool):
-    """(unet, text_encoder, vae, [3 ControlNets]) with random weights (the toy's when tiny)."""
-    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from sdrt.models.architectures import ARCHITECTURES
-
-    arch = ARCHITECTURES["toy" if tiny else "sd1"]
-    torch.manual_seed(0)
-    with torch.device(device):
-        unet = UNet2DConditionModel(**arch.unet)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**arch.text_encoders["text_encoder"]))
-        vae = AutoencoderKL(**arch.vae)
-        controlnets = [ControlNetModel.from_unet(unet) for _ in range(3)]
-    return [m.to(dtype).eval().requires_grad_(False) for m in (unet, text_encoder, vae, *controlnets)]
-
-
-def sdrt_pipeline(mods, device: str, dtype: torch.dtype, tiny: bool):
-    from sdrt.backends.torch_backend import TorchBackend
-    from sdrt.models.architectures import ARCHITECTURES
-    from sdrt.pipelines import ModelInfo, Pipeline
-    from sdrt.prompt import get_tokenizer
-    from sdrt.sampling.schedules import betas_from_config, discrete_sigmas
-
-    unet, text_encoder, vae = mods[:3]
-    arch = ARCHITECTURES["toy" if tiny else "sd1"]
-    info = ModelInfo(name="random", scaling_factor=float(vae.config.scaling_factor),
-                     default_size=arch.resolution, family=arch.family)
-    return Pipeline(TorchBackend(unet, text_encoder, vae, device=device, dtype=dtype), get_tokenizer(),
-                    discrete_sigmas(betas_from_config(arch.scheduler)), info, batch_invariant=False)
-
-
 def diffusers_pipeline(mods, count: int):
-    from diffusers import EulerDiscreteScheduler, MultiControlNetModel, StableDiffusionControlNetPipeline
+    from diffusers import MultiControlNetModel, StableDiffusionControlNetPipeline
 
-    from sdrt.models.architectures import SCHEDULER
     from sdrt.prompt import get_tokenizer
 
     unet, text_encoder, vae, *controlnets = mods
-    scheduler = EulerDiscreteScheduler(**{k: v for k, v in SCHEDULER.items() if k not in ("clip_sample", "set_alpha_to_one")})
     pipe = StableDiffusionControlNetPipeline(vae=vae, text_encoder=text_encoder, tokenizer=get_tokenizer(), unet=unet,
-                                             controlnet=MultiControlNetModel(controlnets[:count]), scheduler=scheduler,
-                                             safety_checker=None, feature_extractor=None,
+                                             controlnet=MultiControlNetModel(controlnets[:count]),
+                                             scheduler=euler_scheduler(), safety_checker=None, feature_extractor=None,
                                              requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def _its(stamps: list[float]) -> float:
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
-
-
-def run_sdrt(pipe, units: list, size: int, steps: int, sync) -> float:
-    stamps: list[float] = []
-
-    def callback(info):
-        sync()
-        stamps.append(time.perf_counter())
-    pipe.txt2img(PROMPT, width=size, height=size, steps=steps, sampler_name="Euler", cfg_scale=7.0, seed=1,
-                 callback=callback, controlnet=units)
-    return _its(stamps)
-
-
 def run_diffusers(pipes: dict, hint, count: int, size: int, steps: int, sync) -> float:
     from PIL import Image
 
-    stamps: list[float] = []
-
-    def callback(p, i, t, kwargs):
-        sync()
-        stamps.append(time.perf_counter())
-        return kwargs
     if count == 0:
-        pipe, extra = pipes[0], {}
-    else:
-        pipe, extra = pipes[count], {"image": [Image.fromarray(hint)] * count,
-                                      "controlnet_conditioning_scale": [1.0] * count}
-    pipe(PROMPT, width=size, height=size, num_inference_steps=steps, guidance_scale=7.0,
-         callback_on_step_end=callback, output_type="latent", **extra)
-    return _its(stamps)
+        return diffusers_its(pipes[0], size, steps, sync)
+    return diffusers_its(pipes[count], size, steps, sync, image=[Image.fromarray(hint)] * count,
+                         controlnet_conditioning_scale=[1.0] * count)
 
 
 def measure(args, dtype: torch.dtype, sync) -> dict:
     from diffusers import StableDiffusionPipeline
 
-    mods = modules(args.device, dtype, args.tiny)
-    ours = sdrt_pipeline(mods, args.device, dtype, args.tiny)
+    mods = random_sd1(args.device, dtype, args.tiny, controlnets=3)
+    ours = sdrt_sd1_pipeline(mods, args.device, dtype, args.tiny)
     plain = StableDiffusionPipeline(vae=mods[2], text_encoder=mods[1], tokenizer=diffusers_pipeline(mods, 1).tokenizer,
                                     unet=mods[0], scheduler=diffusers_pipeline(mods, 1).scheduler, safety_checker=None,
                                     feature_extractor=None, requires_safety_checker=False)
@@ -137,11 +78,11 @@ def measure(args, dtype: torch.dtype, sync) -> dict:
             if args.onnxruntime else None
         for n in UNIT_COUNTS:
             units = [{"module": "none", "model": f, "image": hint, "resize_mode": "Just Resize"} for f in folders[:n]]
-            runs = {"sdrt": lambda steps: run_sdrt(ours, units, args.size, steps, sync),
+            runs = {"sdrt": lambda steps: sdrt_its(ours, args.size, steps, sync, controlnet=units),
                     "diffusers": lambda steps: run_diffusers(theirs, hint, n, args.size, steps, sync)}
             if exported is not None:
                 same = [{**u, "model": folders[0]} for u in units]
-                runs["sdrt_onnxruntime"] = lambda steps: run_sdrt(exported, same, args.size, steps, sync)
+                runs["sdrt_onnxruntime"] = lambda steps: sdrt_its(exported, args.size, steps, sync, controlnet=same)
             for run in runs.values():  # warm-up
                 run(2)
             for _ in range(args.repeats):

@@ -26,9 +26,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pipeline_runs import diffusers_its, euler_scheduler, sdrt_its  # noqa: E402
 from timer import machine_description, write_results  # noqa: E402
-
-PROMPT = "a photograph of a lighthouse on a cliff at dawn, highly detailed"
 
 
 def random_sdxl(device: str, dtype: torch.dtype, tiny: bool):
@@ -71,46 +70,17 @@ def sdrt_pipeline(modules, device: str, dtype: torch.dtype):
 
 
 def diffusers_pipeline(modules):
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from diffusers import StableDiffusionXLPipeline
 
-    from sdrt.models.architectures import SCHEDULER
     from sdrt.prompt import get_tokenizer
     from sdrt.prompt.tokenizer import make_tokenizer
 
     unet, te1, te2, vae = modules
     tokenizer_2 = make_tokenizer(pad_token="!")  # OpenCLIP's padding, as diffusers' SDXL tokenizer_2
-    scheduler = EulerDiscreteScheduler(**{k: v for k, v in SCHEDULER.items() if k not in ("clip_sample", "set_alpha_to_one")})
     pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=get_tokenizer(),
-                                     tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler)
+                                     tokenizer_2=tokenizer_2, unet=unet, scheduler=euler_scheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def _its(stamps: list[float]) -> float:
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
-
-
-def run_sdrt(pipe, size: int, steps: int, sync) -> float:
-    stamps: list[float] = []
-
-    def callback(info):
-        sync()
-        stamps.append(time.perf_counter())
-    pipe.txt2img(PROMPT, width=size, height=size, steps=steps, sampler_name="Euler", cfg_scale=7.0, seed=1,
-                 callback=callback)
-    return _its(stamps)
-
-
-def run_diffusers(pipe, size: int, steps: int, sync) -> float:
-    stamps: list[float] = []
-
-    def callback(p, i, t, kwargs):
-        sync()
-        stamps.append(time.perf_counter())
-        return kwargs
-    pipe(PROMPT, width=size, height=size, num_inference_steps=steps, guidance_scale=7.0,
-         callback_on_step_end=callback, output_type="latent")
-    return _its(stamps)
 
 
 def unet_step_vs_onnx(modules, size: int, repeats: int) -> dict:
@@ -175,11 +145,11 @@ def main(argv=None) -> int:
                                      "tiny": args.tiny, "results": result, "machine": machine_description()})
         return 0
     ours, theirs = sdrt_pipeline(modules, args.device, dtype), diffusers_pipeline(modules)
-    run_sdrt(ours, args.size, 2, sync), run_diffusers(theirs, args.size, 2, sync)  # warm-up
+    sdrt_its(ours, args.size, 2, sync), diffusers_its(theirs, args.size, 2, sync)  # warm-up
     samples = {"sdrt": [], "diffusers": []}
     for _ in range(args.repeats):
-        samples["sdrt"].append(run_sdrt(ours, args.size, args.steps, sync))
-        samples["diffusers"].append(run_diffusers(theirs, args.size, args.steps, sync))
+        samples["sdrt"].append(sdrt_its(ours, args.size, args.steps, sync))
+        samples["diffusers"].append(diffusers_its(theirs, args.size, args.steps, sync))
     result = {name: {"it_per_s_median": statistics.median(v), "samples": v} for name, v in samples.items()}
     ratio = result["sdrt"]["it_per_s_median"] / result["diffusers"]["it_per_s_median"]
     print(f"SDXL {'tiny' if args.tiny else 'full-size'} {args.size}px {dtype} on {args.device}: "

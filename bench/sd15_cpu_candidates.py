@@ -13,6 +13,8 @@ against the fp32 UNet on one CFG call (issue 18 allows 2%).
   torch_bf16            the torch backend's bf16 option (diffusers' UNet in bf16, SDPA)
   torch_sdrt_attention  the torch backend with attention="sdrt" (sdrt's fused CPU kernel), fp32: does
                         the op pay for itself inside a whole UNet?
+  torch_compile         the torch backend's compile="default" (TorchInductor's C++ kernels, static
+                        shapes, channels_last), fp32; compiles in the numerics call before timing
 Run one candidate per process (each holds another copy of the UNet; the machine has 24 GB).
 """
 from __future__ import annotations
@@ -93,3 +95,10 @@ def torch_sdrt_attention(unet, workdir):
     fused = copy.deepcopy(unet)
     set_attention(fused, "sdrt")
     return _checked("torch_sdrt_attention", unet, workdir, lambda x, t, ctx: fused(x, t, ctx).sample)
+
+
+def torch_compile(unet, workdir):
+    from sdrt.backends.compiled_unet import compile_unet
+
+    compiled = compile_unet(copy.deepcopy(unet), "default", torch.device("cpu"))
+    return _checked("torch_compile", unet, workdir, lambda x, t, ctx: compiled(x, t, ctx).sample)

@@ -29,6 +29,9 @@ def test_compare_syntax_errors_name_the_key():
     assert base.overridden("size=128").size == 128
     with_dtype = base.overridden("backend=openvino,dtype=bf16")
     assert with_dtype.dtype == "bf16" and with_dtype.overridden("backend=onnxruntime,dtype=").dtype is None
+    compiled = base.overridden("compile=reduce-overhead")
+    assert compiled.compile == "reduce-overhead" and "compile=reduce-overhead" in compiled.label()
+    assert "compile" not in base.label()
     with pytest.raises(ValueError, match="'colour=red' is not key=value with a key of"):
         base.overridden("colour=red")
     with pytest.raises(ValueError, match="steps must be int"):

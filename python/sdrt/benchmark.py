@@ -26,6 +26,7 @@ class Config:
     device: str = "cpu"
     dtype: Optional[str] = None  # a name of loading.DTYPE_NAMES; None: the backend's default
     attention: str = "sdpa"
+    compile: str = "off"  # the torch backend's UNet compile mode (backends/compiled_unet.py)
     sampler_loop: str = "python"
     size: Optional[int] = None
     batch: int = 1
@@ -35,7 +36,8 @@ class Config:
 
     def label(self) -> str:
         return (f"{self.model} {self.backend}/{self.device}"
-                f"{'/' + self.attention if self.backend == 'torch' else ''}{'/' + self.dtype if self.dtype else ''} "
+                f"{'/' + self.attention if self.backend == 'torch' else ''}{'/' + self.dtype if self.dtype else ''}"
+                f"{'/compile=' + self.compile if self.compile != 'off' else ''} "
                 f"{self.size or 'native'}px "
                 f"b{self.batch} {self.steps} steps {self.sampler}"
                 f"{' (C++ loop)' if self.sampler_loop == 'cpp' else ''}")
@@ -116,7 +118,7 @@ class Runner:
         from .loading import load
 
         self.config = config
-        kwargs = {"attention": config.attention} if config.backend == "torch" else {}
+        kwargs = {"attention": config.attention, "compile": config.compile} if config.backend == "torch" else {}
         self.pipe = load(config.model, backend=config.backend, device=config.device, dtype=config.dtype,
                          sampler_loop=config.sampler_loop, **kwargs)
         self.sync = _sync_for(config.device)

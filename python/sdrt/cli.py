@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from .backends.compiled_unet import COMPILE_MODES
 from .loading import BACKENDS, DTYPE_NAMES
 
 
@@ -117,7 +118,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.warmup < 0:
         raise ValueError(f"--repeats {args.repeats} / --warmup {args.warmup}: need repeats >= 1, warmup >= 0")
     config = Config(model=args.model, backend=args.backend, device=args.device, dtype=args.dtype,
-                    attention=args.attention,
+                    attention=args.attention, compile=args.compile,
                     sampler_loop=args.sampler_loop,
                     size=args.size, batch=args.batch_size, steps=args.steps, sampler=args.sampler,
                     cfg_scale=args.cfg_scale)
@@ -165,6 +166,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     ModelManager(folders).resolve_checkpoint(args.model, "--model")  # a bad name stops here, not at the first job
     config = ServerConfig(model=args.model, models_dir=args.models_dir, device=args.device, attention=args.attention,
                           credentials=credentials, limits=limits, max_queue=args.queue_size,
+                          load_kwargs={"compile": args.compile} if args.compile != "off" else {},
                           allowed_hosts=list(LOOPBACK_NAMES) if not credentials and is_loopback(host) else [])
     return serve(config, host, args.port, log_level=args.log_level)
 
@@ -303,6 +305,8 @@ def _add_bench_parser(sub) -> None:
                        help="torch: the weights' dtype; openvino: its inference precision (default: the backend's)")
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--attention", default="sdpa", choices=["sdpa", "sdrt"])
+    bench.add_argument("--compile", default="off", choices=list(COMPILE_MODES),
+                       help="torch backend: torch.compile the UNet (warm-up runs compile; they are not timed)")
     bench.add_argument("--sampler-loop", default="python", choices=["python", "cpp"])
     bench.add_argument("--size", type=int, default=None, help="pixels (default: the model's native size)")
     bench.add_argument("--batch-size", type=int, default=1)
@@ -336,6 +340,8 @@ def _add_serve_parser(sub) -> None:
                      "embeddings); clients' model names resolve only inside it")
     srv.add_argument("--device", default="cpu")
     srv.add_argument("--attention", default="sdpa", choices=["sdpa", "sdrt"])
+    srv.add_argument("--compile", default="off", choices=list(COMPILE_MODES),
+                     help="torch.compile the UNet (the first job at each size compiles)")
     srv.add_argument("--queue-size", type=int, default=8, help="jobs that may wait; more get 503 + Retry-After")
     srv.add_argument("--max-side", type=int, default=2048, help="largest width/height accepted")
     srv.add_argument("--max-steps", type=int, default=150)

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import sys
 
+from .backends.compiled_unet import COMPILE_MODES
 from .loading import BACKENDS, DTYPE_NAMES
 from .pipelines.params import GenerationParams
 
@@ -48,6 +49,8 @@ def add_generation_arguments(p: argparse.ArgumentParser, default_output: str, im
     p.add_argument("--device", default="cpu")
     p.add_argument("--attention", default="sdpa", choices=["sdpa", "sdrt"],
                    help="torch backend: torch's SDPA or sdrt's fused CPU attention kernel")
+    p.add_argument("--compile", default="off", choices=list(COMPILE_MODES),
+                   help="torch backend: torch.compile the UNet (static shapes, channels_last); the first job at each size compiles")
     p.add_argument("--sampler-loop", default="python", choices=["python", "cpp"],
                    help="cpp: the C++ sampler loop for the samplers it covers (same results)")
     p.add_argument("--backend", default="torch", choices=BACKENDS,
@@ -102,7 +105,7 @@ def run_generation(args: argparse.Namespace) -> int:
     if not os.path.isdir(out_dir):
         raise FileNotFoundError(f"output folder {out_dir} does not exist")
     params = params_from_args(args)
-    extra = {"attention": args.attention} if args.backend == "torch" else {}
+    extra = {"attention": args.attention, "compile": args.compile} if args.backend == "torch" else {}
     extra["dtype"] = args.dtype
     pipe = load(args.model, backend=args.backend, device=args.device, vae=args.vae, models_dir=args.models_dir,
                 embeddings_dir=args.embeddings_dir, sampler_loop=args.sampler_loop, **extra)

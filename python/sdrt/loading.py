@@ -149,7 +149,8 @@ def model_folders(models_dir: str | None = None):
 
 def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dtype: torch.dtype | str | None = None,
          vae: str | None = None, batch_invariant: bool = True, models_dir: str | None = None,
-         embeddings_dir: str | None = None, attention: str = "sdpa", sampler_loop: str = "python"):
+         embeddings_dir: str | None = None, attention: str = "sdpa", sampler_loop: str = "python",
+         compile: str = "off"):
     """Load a model (``"toy"``, a diffusers folder, or a single-file .safetensors / .ckpt checkpoint
     of SD1.x / SD2.x incl. inpainting) and return a :class:`sdrt.pipelines.Pipeline`.
 
@@ -164,27 +165,38 @@ def load(model: str = "toy", *, backend: str = "torch", device: str = "cpu", dty
     openvino: its inference precision (default bf16 where the CPU has bf16 arithmetic, else fp32).
     attention (torch backend): "sdpa" (torch's scaled_dot_product_attention, the default) or "sdrt"
     (sdrt's fused CPU kernel as the custom op sdrt::attention; on CUDA it falls back to SDPA).
+    compile (torch backend): "off" (eager, the default), or a torch.compile mode ("default",
+    "reduce-overhead", "max-autotune") for the UNet on static shapes in channels_last
+    (backends/compiled_unet.py). The first job at each size compiles; results match eager within
+    float rounding, so a seed's picture may differ from eager's in the last bits.
 
     batch_invariant (default True): each image of a batch runs through the UNet and VAE on its own,
     so a batch with seeds s..s+3 is bit-identical to four single runs; False batches them into one
     call for throughput (results then differ from single runs by float rounding).
     sampler_loop: "python" (the reference samplers, the default) or "cpp" (the C++ loop,
     sdrt._C.sample_loop, for the samplers it covers; the same results)."""
+    from .backends.compiled_unet import check_compile_mode
     from .sampling import SAMPLER_LOOPS
 
     if sampler_loop not in SAMPLER_LOOPS:  # before any loading
         raise ValueError(f"sampler_loop={sampler_loop!r}; valid: {', '.join(SAMPLER_LOOPS)}")
+    check_compile_mode(compile)
+    if compile != "off" and backend != "torch":
+        raise ValueError(f"compile={compile!r}: only the torch backend compiles its UNet (backend={backend!r} "
+                         "runs its export's own graph)")
     pipeline_options = {"batch_invariant": batch_invariant, "sampler_loop": sampler_loop}
     dtype = resolve_dtype(dtype)
-    pipe = _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embeddings_dir, attention)
+    pipe = _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embeddings_dir,
+                 {"attention": attention, "compile_mode": compile})
     # what a job's companion models (refiner, hires checkpoint) are loaded with; not the VAE
     pipe.load_options = dict(backend=backend, device=device, dtype=dtype, batch_invariant=batch_invariant,
                              models_dir=models_dir, embeddings_dir=embeddings_dir, attention=attention,
-                             sampler_loop=sampler_loop)
+                             sampler_loop=sampler_loop, compile=compile)
     return pipe
 
 
-def _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embeddings_dir, attention):
+def _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embeddings_dir, torch_options):
+    """torch_options: the torch backend's attention and compile_mode."""
     import torch
 
     from .backends.torch_backend import TorchBackend
@@ -237,9 +249,9 @@ def _load(model, backend, device, dtype, vae, pipeline_options, models_dir, embe
                          f"(latents + 5)")
     from .backends.attention import set_attention
 
-    set_attention(unet, attention)
+    set_attention(unet, torch_options["attention"])
     backend_impl = TorchBackend(unet, parts.get("text_encoder"), vae_model, text_encoder_2=parts.get("text_encoder_2"),
-                                device=device, dtype=dtype)
+                                device=device, dtype=dtype, compile_mode=torch_options["compile_mode"])
     pipe = Pipeline(backend_impl, get_tokenizer(), model_sigmas, info, **pipeline_options)
     pipe.model_folders, pipe.source = folders, os.path.realpath(path)
     folders_embeddings = folders.folder("embeddings") if folders is not None else None

@@ -15,6 +15,7 @@ import torch
 
 from ..models.sdxl_text import penultimate_and_pooled
 from .base import BackendCapabilities
+from .compiled_unet import compile_unet
 
 
 class TorchBackend:
@@ -22,11 +23,14 @@ class TorchBackend:
     capabilities = BackendCapabilities(patchable_weights=True, extra_unet_inputs=True, devices=("cpu", "cuda", "mps"))
 
     def __init__(self, unet, text_encoder, vae, *, text_encoder_2=None, device: str = "cpu",
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, compile_mode: str = "off"):
         """`text_encoder_2`: SDXL's OpenCLIP bigG (with projection); an SDXL refiner has only that
-        one (`text_encoder` None)."""
+        one (`text_encoder` None). `compile_mode`: the UNet's torch.compile mode
+        (backends/compiled_unet.py), "off" runs it eagerly."""
         self.device, self.dtype = torch.device(device), dtype
         self.unet = _place(unet, self.device, dtype)
+        self.compile_mode = compile_mode
+        self._unet_call = compile_unet(self.unet, compile_mode, self.device)  # self.unet itself when "off"
         self.text_encoder = _place(text_encoder, self.device, dtype) if text_encoder is not None else None
         self.text_encoder_2 = _place(text_encoder_2, self.device, dtype) if text_encoder_2 is not None else None
         self.vae = _place(vae, self.device, dtype)
@@ -39,8 +43,8 @@ class TorchBackend:
         """`extras` are keyword inputs of diffusers' UNet call (e.g. down_block_additional_residuals,
         mid_block_additional_residual), moved to the UNet's device and dtype like the main inputs."""
         kwargs = {k: self._to_unet(v) for k, v in (extras or {}).items()}
-        out = self.unet(x.to(self.device, self.dtype), timestep.to(self.device), context.to(self.device, self.dtype),
-                        **kwargs)
+        out = self._unet_call(x.to(self.device, self.dtype), timestep.to(self.device),
+                              context.to(self.device, self.dtype), **kwargs)
         return out.sample.to(x.device, torch.float32)
 
     @torch.no_grad()

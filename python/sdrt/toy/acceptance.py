@@ -83,6 +83,7 @@ def run_acceptance(pipe, *, sampler_name: str = "Euler a", scheduler: str = "Aut
 
 def main(argv: list[str] | None = None) -> int:
     from .. import load
+    from ..backends.compiled_unet import COMPILE_MODES
     from ..loading import BACKENDS, DTYPE_NAMES
 
     p = argparse.ArgumentParser(prog="python -m sdrt.toy.acceptance", description=__doc__.splitlines()[0])
@@ -90,13 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="torch", choices=BACKENDS)
     p.add_argument("--dtype", default=None, choices=list(DTYPE_NAMES), help="default: the backend's")
     p.add_argument("--device", default="cpu", help="cpu or cuda (fp16 there, fp32 on CPU)")
+    p.add_argument("--compile", default="off", choices=list(COMPILE_MODES), help="torch backend: the UNet's compile mode")
     p.add_argument("--sampler", action="append", help="repeatable; default: 'Euler a', 'DPM++ 2M Karras' and 'DDIM'")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg-scale", type=float, default=5.0)
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--save-images", default=None, help="folder to save the generated images in")
     args = p.parse_args(argv)
-    pipe = load(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    torch_only = {"compile": args.compile} if args.compile != "off" else {}
+    pipe = load(args.model, backend=args.backend, device=args.device, dtype=args.dtype, **torch_only)
     runs = [run_acceptance(pipe, sampler_name=s, steps=args.steps, cfg_scale=args.cfg_scale, save_dir=args.save_images)
             for s in (args.sampler or ["Euler a", "DPM++ 2M Karras", "DDIM"])]
     for r in runs:
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump({"model": args.model, "backend": args.backend, "device": args.device, "dtype": args.dtype,
-                       "runs": runs}, f, indent=2)
+                       "compile": args.compile, "runs": runs}, f, indent=2)
     return 0 if all(r["passed"] for r in runs) else 1
 
 
