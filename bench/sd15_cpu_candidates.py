@@ -10,6 +10,8 @@ against the fp32 UNet on one CFG call (issue 18 allows 2%).
                         specs), reshaped by the backend to the call's static shapes
   openvino_ir           the torch UNet converted by OpenVINO's PyTorch frontend (ov.convert_model),
                         which keeps attention as one ScaledDotProductAttention op; static shapes
+  openvino_sdrt_ir      what `sdrt export --openvino-ir` + `--backend openvino` run: that IR written by
+                        sdrt's exporter with the specs' dynamic axes, reshaped by the backend per call
   torch_bf16            the torch backend's bf16 option (diffusers' UNet in bf16, SDPA)
   torch_sdrt_attention  the torch backend with attention="sdrt" (sdrt's fused CPU kernel), fp32: does
                         the op pay for itself inside a whole UNet?
@@ -57,6 +59,19 @@ def openvino_sdrt_export(unet, workdir):
         export_component(SimpleNamespace(unet=unet), "unet", os.path.join(out, "unet", "model.onnx"))
     backend = OpenVinoBackend(out, manifest={"components": {"unet": {"file": "unet/model.onnx"}}})
     return _checked("openvino_sdrt_export", unet, workdir, lambda x, t, ctx: backend.unet_forward(x, t, ctx))
+
+
+def openvino_sdrt_ir(unet, workdir):
+    from export.openvino_ir import write_openvino_ir
+    from export.specs import COMPONENTS
+    from sdrt.backends.openvino_backend import OpenVinoBackend
+
+    out = os.path.join(workdir, "sdrt_ir_dynamic")
+    if not os.path.isfile(os.path.join(out, "unet", "openvino.xml")):
+        os.makedirs(os.path.join(out, "unet"), exist_ok=True)
+        write_openvino_ir(SimpleNamespace(unet=unet), COMPONENTS["unet"], os.path.join(out, "unet"), fp16=False)
+    backend = OpenVinoBackend(out, manifest={"components": {"unet": {"file": "unet/openvino.xml"}}})
+    return _checked("openvino_sdrt_ir", unet, workdir, lambda x, t, ctx: backend.unet_forward(x, t, ctx))
 
 
 def openvino_ir(unet, workdir):

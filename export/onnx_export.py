@@ -9,7 +9,8 @@ written with its weights as external data when it passes protobuf's 2 GB limit. 
 the fp32 graph by onnxruntime's float16 converter (inputs/outputs stay fp32 so the backend never
 converts). The folder's ``sdrt_export.json`` names the files, the specs' I/O, the model facts the
 pipeline needs and a content hash of (weights, LoRAs merged, options): a second export of the same
-thing is a no-op.
+thing is a no-op. With ``openvino_ir=True`` each graph also gets an OpenVINO IR beside it
+(export/openvino_ir.py), which the openvino backend prefers.
 """
 from __future__ import annotations
 
@@ -36,14 +37,22 @@ OPSET = 17
 EXTERNAL_DATA_ABOVE = 1_800_000_000  # protobuf's limit is 2 GB for the whole file
 
 
+@dataclasses.dataclass(frozen=True)
+class GraphOptions:
+    """How each component's files are written: fp16 weights; an OpenVINO IR beside the ONNX graph."""
+    fp16: bool = False
+    openvino_ir: bool = False
+
+
 def to_onnx(pipe, out_dir: str, *, fp16: bool = False, loras: Sequence | None = None,
             components: Sequence[str] | None = None, progress: Optional[Callable[[str], None]] = None,
-            in_place: bool = False, controlnets: Sequence[str] = ()) -> dict:
+            in_place: bool = False, controlnets: Sequence[str] = (), openvino_ir: bool = False) -> dict:
     """Export a loaded torch-backend Pipeline (``sdrt.load(model)``) to `out_dir`; returns the
     manifest. `loras` [(name_or_path, weight), ...] are merged first, into a copy of `pipe` unless
     `in_place` (which saves a model's worth of memory when the unmerged model is not needed).
     `controlnets`: ControlNet names or paths (as a unit's model) exported beside the model, each to
-    controlnets/<name>/; the UNet is then exported as `unet_controlled`, taking their residuals."""
+    controlnets/<name>/; the UNet is then exported as `unet_controlled`, taking their residuals.
+    `openvino_ir`: also an OpenVINO IR of every graph (needs openvino), for the openvino backend."""
     from sdrt import __version__
 
     require_torch_pipeline(pipe, exporter="to_onnx")
@@ -55,7 +64,8 @@ def to_onnx(pipe, out_dir: str, *, fp16: bool = False, loras: Sequence | None = 
     controls = controlnets_for_export(pipe, controlnets, names)
     options = {"fp16": bool(fp16), "opset": OPSET, "components": names, "format": FORMAT,
                "loras": [list(map(str, lora)) for lora in loras or []],
-               "controlnets": [title for _, _, title in controls]}
+               "controlnets": [title for _, _, title in controls], "openvino_ir": bool(openvino_ir)}
+    graph = GraphOptions(fp16=bool(fp16), openvino_ir=bool(openvino_ir))
     content_hash = _content_hash(pipe, options, [model for _, model, _ in controls])
     previous = manifests.try_read_manifest(out_dir, MANIFEST)
     if previous is not None and previous.get("content_hash") == content_hash and all(
@@ -73,16 +83,17 @@ def to_onnx(pipe, out_dir: str, *, fp16: bool = False, loras: Sequence | None = 
         spec = specs[name]
         if name == "unet" and controls:
             manifest["components"]["unet_controlled"], control_facts = _export_controlled(pipe, controls, out_dir,
-                                                                                           fp16, say)
+                                                                                           graph, say)
             manifest.update(control_facts)
             continue
-        manifest["components"][name] = _export_and_measure(pipe, spec, out_dir, fp16, say)
+        manifest["components"][name] = _export_and_measure(pipe, spec, out_dir, graph, say)
         if spec.token_lookup:
             _save_token_embedding(getattr(pipe, name), os.path.join(out_dir, name), fp16)
         manifest.update(spec.facts(pipe) if spec.facts else {})
     manifests.write_manifest(out_dir, MANIFEST, manifest)  # last: a half export is never taken as done
-    for gone in set(_graph_files(previous or {})) - set(_graph_files(manifest)):  # e.g. unet/ now unet_controlled/
-        folder = os.path.normpath(os.path.dirname(gone))
+    # folders of an earlier export that this one no longer writes (e.g. unet/ now unet_controlled/); a
+    # file dropped from a folder still written (an IR no longer asked for) went with its stale files
+    for folder in _graph_folders(previous or {}) - _graph_folders(manifest):
         if folder not in ("", ".") and not os.path.isabs(folder) and not folder.startswith(".."):
             shutil.rmtree(os.path.join(out_dir, folder), ignore_errors=True)
     return manifest
@@ -91,10 +102,15 @@ def to_onnx(pipe, out_dir: str, *, fp16: bool = False, loras: Sequence | None = 
 def _graph_files(manifest: dict) -> list[str]:
     """The graph files a manifest names: its components' and its ControlNets'."""
     entries = [*manifest.get("components", {}).values(), *manifest.get("controlnets", {}).values()]
-    return [e["file"] for e in entries if isinstance(e, dict) and "file" in e]
+    return [e[key] for e in entries if isinstance(e, dict) for key in ("file", "openvino_file") if key in e]
 
 
-def _export_controlled(pipe, controls, out_dir: str, fp16: bool, say: Callable[[str], None]) -> tuple[dict, dict]:
+def _graph_folders(manifest: dict) -> set[str]:
+    return {os.path.normpath(os.path.dirname(f)) for f in _graph_files(manifest)}
+
+
+def _export_controlled(pipe, controls, out_dir: str, graph: GraphOptions,
+                       say: Callable[[str], None]) -> tuple[dict, dict]:
     """The UNet taking ControlNet residuals and each ControlNet (export.controlnet_specs): the
     UNet's manifest entry, and the ControlNets' entries with the residual layout the backend feeds
     zeros of in steps without control."""
@@ -104,30 +120,37 @@ def _export_controlled(pipe, controls, out_dir: str, fp16: bool, say: Callable[[
     for key, model, title in controls:
         modules, specs = pair(pipe.unet, model), controlnet_components(pipe.unet, model)
         spec = dataclasses.replace(specs["controlnet"], name=os.path.join("controlnets", key))
-        entries[key] = {**_export_and_measure(modules, spec, out_dir, fp16, say), **controlnet_facts(model, title)}
+        entries[key] = {**_export_and_measure(modules, spec, out_dir, graph, say), **controlnet_facts(model, title)}
     first = controls[0][1]
     unet = _export_and_measure(pair(pipe.unet, first), controlnet_components(pipe.unet, first)["unet_controlled"],
-                               out_dir, fp16, say)
+                               out_dir, graph, say)
     layout = residual_layout(first)
     residuals = [{"name": n, "channels": c, "factor": f} for n, (c, f) in zip(residual_names(len(layout)), layout)]
     return unet, {"controlnets": entries, "controlnet_residuals": residuals}
 
 
-def _export_and_measure(pipe, spec, out_dir: str, fp16: bool, say: Callable[[str], None]) -> dict:
-    """One component into out_dir/<name>/model.onnx, checked; its manifest entry."""
+def _export_and_measure(pipe, spec, out_dir: str, graph: GraphOptions, say: Callable[[str], None]) -> dict:
+    """One component into out_dir/<name>/model.onnx (and openvino.xml), checked; its manifest entry."""
     import onnx
 
     started = time.perf_counter()
     path = os.path.join(out_dir, spec.name, "model.onnx")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    _export_component(pipe, spec, path, fp16)
+    _export_component(pipe, spec, path, graph.fp16)
     onnx.checker.check_model(path)  # by path: works past 2 GB with external data
     entry = {"file": os.path.join(spec.name, "model.onnx"),
              "inputs": [t.name for t in spec.inputs], "outputs": [t.name for t in spec.outputs],
-             "bytes": _size(os.path.dirname(path)), "seconds": round(time.perf_counter() - started, 2),
              "parity_max_abs_error": parity_error(pipe, spec, path)}
+    if graph.openvino_ir:
+        from .openvino_ir import ir_parity_error, write_openvino_ir
+
+        ir = write_openvino_ir(pipe, spec, os.path.dirname(path), fp16=graph.fp16)
+        entry.update(openvino_file=os.path.join(spec.name, os.path.basename(ir)),
+                     openvino_parity_max_abs_error=ir_parity_error(pipe, spec, ir))
+    entry.update(bytes=_size(os.path.dirname(path)), seconds=round(time.perf_counter() - started, 2))
     say(f"{spec.name}: {entry['bytes'] / 2**20:.1f} MiB in {entry['seconds']} s, "
-        f"ONNX Runtime vs torch max |error| {entry['parity_max_abs_error']:.2e}")
+        f"ONNX Runtime vs torch max |error| {entry['parity_max_abs_error']:.2e}"
+        + (f", OpenVINO IR {entry['openvino_parity_max_abs_error']:.2e}" if graph.openvino_ir else ""))
     return entry
 
 

@@ -59,6 +59,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise ValueError("--to tensorrt: engine building is not wired into the CLI yet (TensorRT cannot be "
                          "installed on this project's machines); export --to onnx and build with "
                          "sdrt.export.to_tensorrt(onnx_dir, out_dir) where TensorRT is installed")
+    if args.openvino_ir and args.to != "onnx":
+        raise ValueError(f"--openvino-ir: an option of --to onnx (got --to {args.to})")
     started = time.perf_counter()
     loras = _parse_loras(args.lora)
     pipe = load(args.model, models_dir=args.models_dir)  # LoRA names are looked up in its model folders
@@ -79,14 +81,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import to_onnx
 
     manifest = to_onnx(pipe, args.output, fp16=args.fp16, loras=loras, progress=say, in_place=True,
-                       controlnets=args.controlnet or ())
+                       controlnets=args.controlnet or (), openvino_ir=args.openvino_ir)
     graphs = [*manifest["components"].values(), *manifest.get("controlnets", {}).values()]
     total = sum(c["bytes"] for c in graphs) / 2**20
     worst = max(c["parity_max_abs_error"] for c in graphs)
     names = [*manifest["components"], *(f"controlnets/{k}" for k in manifest.get("controlnets", {}))]
     print(f"wrote {args.output}: {', '.join(names)} ({manifest['precision']}, {total:.1f} MiB, "
           f"ORT vs torch max |error| {worst:.1e}) in {time.perf_counter() - started:.1f} s; "
-          f"run it with --backend onnxruntime --model {args.output}")
+          f"run it with --backend {'openvino' if args.openvino_ir else 'onnxruntime'} --model {args.output}")
     return 0
 
 
@@ -284,6 +286,9 @@ def _add_export_parser(sub) -> None:
     export.add_argument("--to", default="onnx", choices=["onnx", "tensorrt", "coreml"])
     export.add_argument("-o", "--output", required=True, help="the folder to write")
     export.add_argument("--fp16", action="store_true", help="onnx: fp16 weights (Core ML packages are always fp16)")
+    export.add_argument("--openvino-ir", action="store_true",
+                        help="onnx: also an OpenVINO IR of each graph (attention fused), which --backend openvino "
+                        "prefers: its fastest CPU path")
     export.add_argument("--attention", default="original", choices=["original", "split_einsum"],
                         help="coreml: split_einsum suits the Neural Engine")
     export.add_argument("--palettize", type=int, default=None, help="coreml: palettize weights to N bits")

@@ -39,13 +39,16 @@ def load_token_embeddings(folder: str, components, device: torch.device | str = 
     return tables
 
 
-def graph_paths(folder: str, manifest: dict) -> dict[str, str]:
-    """Each graph file of an ONNX export folder (exported_graphs' names), checked to exist."""
+def graph_paths(folder: str, manifest: dict, prefer: tuple[str, ...] = ("file",)) -> dict[str, str]:
+    """Each graph file of an ONNX export folder (exported_graphs' names), checked to exist: per
+    component the first of the entry's keys in `prefer` it has (the openvino backend prefers the
+    OpenVINO IR, "openvino_file", where the export wrote one)."""
     paths = {}
     for name, component in exported_graphs(manifest).items():
-        paths[name] = os.path.join(folder, component["file"])
+        file = component[next((key for key in prefer if key in component), "file")]
+        paths[name] = os.path.join(folder, file)
         if not os.path.isfile(paths[name]):
-            raise FileNotFoundError(f"{folder}: component {name} is missing ({component['file']})")
+            raise FileNotFoundError(f"{folder}: component {name} is missing ({file})")
     return paths
 
 

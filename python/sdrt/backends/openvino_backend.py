@@ -1,4 +1,6 @@
-"""The OpenVINO backend (CPU): the graphs of an ``sdrt export --to onnx`` folder compiled by OpenVINO.
+"""The OpenVINO backend (CPU): the graphs of an ``sdrt export --to onnx`` folder compiled by OpenVINO,
+each from its OpenVINO IR where the export wrote one (``--openvino-ir``: attention kept as one fused
+op, export/openvino_ir.py), else from its ONNX graph.
 
 OpenVINO's CPU plugin is fastest on static shapes, so each graph is reshaped to the input shapes of
 the call (a job's size and batch) and compiled once per (graph, shapes); the compiled models are
@@ -68,7 +70,7 @@ class OpenVinoBackend(ExportedBackend):
         self.manifest = manifest or manifests.read_manifest(folder, MANIFEST)
         self.precision = inference_precision(self.core, dtype)
         self.max_compiled = max(1, int(max_compiled))
-        self.paths = graph_paths(folder, self.manifest)
+        self.paths = graph_paths(folder, self.manifest, prefer=("openvino_file", "file"))
         self.compiled: dict[str, OrderedDict] = {name: OrderedDict() for name in self.paths}
         # a compiled model's call reuses one infer request, and the cache is evicted in place: one
         # call at a time (OpenVINO already spreads each over all cores)
